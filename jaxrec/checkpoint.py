@@ -1,0 +1,198 @@
+"""Checkpoints: an orbax CheckpointManager wrapper for train states, and params-only files.
+
+Train states are arbitrary pytrees (params, optimiser state, step, PRNG keys, ...). They are stored
+by orbax as a flat ``{"a/b/0/c": array}`` dict so that restoring into a different structure fails
+with a message listing the missing, unexpected and mis-shaped leaves instead of an opaque error.
+Typed PRNG keys are stored as their key data and re-wrapped on restore.
+
+Example::
+
+    with Checkpointer(workdir / "ckpt", max_to_keep=2) as ckpt:
+        start = 0
+        if ckpt.latest_step() is not None:
+            state = ckpt.restore(state)              # `state` gives the structure
+            start = ckpt.metadata()["step"] + 1
+        for step in range(start, steps):
+            state = train_step(state, batch)
+            ckpt.save(step, state, metadata={"step": step}, every=100)
+
+References: orbax-checkpoint (google/orbax) CheckpointManager.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import safetensors.numpy
+
+from jaxrec.pytree import describe_mismatch, named_leaves
+
+__all__ = ["Checkpointer", "CheckpointError", "save_params", "load_params"]
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not match the structure it is restored into, or is missing."""
+
+
+def _is_prng_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_storable(tree: Any) -> dict[str, Any]:
+    flat = named_leaves(tree)
+    return {k: (jax.random.key_data(v) if _is_prng_key(v) else v) for k, v in flat.items()}
+
+
+def _abstract(x: Any) -> Any:
+    if _is_prng_key(x):
+        x = jax.random.key_data(x)
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype if sharding is None else x.dtype,
+                                sharding=sharding)
+
+
+def _from_storable(flat: dict[str, Any], target: Any, source: str) -> Any:
+    expected = named_leaves(target)
+    expected_storable = {k: _abstract(v) for k, v in expected.items()}
+    msg = describe_mismatch(expected_storable, flat)
+    if msg:
+        raise CheckpointError(f"checkpoint {source} does not match the target structure:{msg}")
+    leaves = []
+    for k, v in expected.items():
+        value = flat[k]
+        if _is_prng_key(v):
+            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(v))
+        leaves.append(value)
+    treedef = jax.tree_util.tree_structure(target)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+class Checkpointer:
+    """Saves and restores train-state pytrees every N steps, keeping the last few.
+
+    Args:
+      directory: where step folders are written (created if needed).
+      max_to_keep: how many most recent checkpoints to keep.
+      async_save: write in a background thread (call :meth:`wait` or :meth:`close` before exiting).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2,
+                 async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self._mgr = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("state", "meta"))
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self._mgr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._mgr.all_steps())
+
+    def save(self, step: int, state: Any, *, metadata: dict[str, Any] | None = None,
+             every: int = 1, force: bool = False) -> bool:
+        """Saves ``state`` at ``step`` when ``force`` or ``step % every == 0``; returns whether it did."""
+        if not force and (every <= 0 or step % every):
+            return False
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_storable(state)),
+            meta=ocp.args.JsonSave(dict(metadata or {}, step=int(step))),
+        )
+        return bool(self._mgr.save(step, args=args, force=True))
+
+    def restore(self, target: Any, step: int | None = None) -> Any:
+        """Restores into the structure (and shardings) of ``target``; newest step by default."""
+        step = self._resolve(step)
+        abstract = {k: _abstract(v) for k, v in named_leaves(target).items()}
+        saved = self._saved_names(step)
+        if saved is not None:
+            msg = describe_mismatch(abstract, saved)
+            if msg:
+                raise CheckpointError(
+                    f"checkpoint {self.directory}/{step} does not match the target structure:{msg}"
+                )
+        restored = self._mgr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        )
+        return _from_storable(dict(restored["state"]), target, f"{self.directory}/{step}")
+
+    def metadata(self, step: int | None = None) -> dict[str, Any]:
+        """The JSON metadata saved with a step (always holds ``step``)."""
+        step = self._resolve(step)
+        restored = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    def _resolve(self, step: int | None) -> int:
+        self._mgr.wait_until_finished()
+        if step is None:
+            step = self._mgr.latest_step()
+        if step is None or step not in self._mgr.all_steps():
+            raise CheckpointError(f"no checkpoint{'' if step is None else f' at step {step}'} "
+                                  f"in {self.directory}")
+        return step
+
+    def _saved_names(self, step: int) -> dict[str, Any] | None:
+        try:
+            meta = self._mgr.item_metadata(step)["state"]
+        except Exception:  # metadata is an optimisation for error messages only
+            return None
+        if meta is None:
+            return None
+        tree = getattr(meta, "tree", meta)
+        return {k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for k, v in dict(tree).items()}
+
+    def wait(self) -> None:
+        self._mgr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mgr.wait_until_finished()
+        self._mgr.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def save_params(path: str | os.PathLike, params: Any) -> Path:
+    """Writes a params-only pytree (a fine-tuned model, a merge input) as one safetensors file.
+
+    Leaves are named by their key paths (``encoder/layers/0/attention/query/kernel``); the file is
+    readable without jaxrec (``safetensors.numpy.load_file``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = {k: np.ascontiguousarray(np.asarray(v)) for k, v in _to_storable(params).items()}
+    tmp = path.with_name(path.name + ".tmp")
+    safetensors.numpy.save_file(flat, str(tmp))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file under `path`
+    return path
+
+
+def load_params(path: str | os.PathLike, target: Any = None) -> Any:
+    """Reads a file written by :func:`save_params`.
+
+    With ``target`` the result has its structure (mismatches raise :class:`CheckpointError` listing
+    the missing, unexpected and mis-shaped leaves); without it, a flat ``{"a/b/c": array}`` dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no params file at {path}")
+    flat = {k: jnp.asarray(v) for k, v in safetensors.numpy.load_file(str(path)).items()}
+    if target is None:
+        return flat
+    return _from_storable(flat, target, str(path))

@@ -1,0 +1,38 @@
+"""Multi-domain multi-task (MDMT) CTR data: schema, batch loader, synthetic benchmark, real readers.
+
+``DATASETS`` maps names to loaders ``(**kwargs) -> MDMTDataset``; ``load(name, **kwargs)`` calls one:
+
+- ``synthetic``: seeded benchmark with causal/spurious ground truth (``make_synthetic``).
+- ``aliccp``: Scenario-Wise-Rec / torch-rechub CSV layout (23 sparse + 8 dense fields).
+- ``aliccp_aitm``: AITM's 18-field layout.
+- ``aliccp_raw``: memory-mapped arrays written by ``scripts/preprocess_aliccp.py``.
+- ``movielens_1m``: MovieLens-1M as M3oE uses it (domains = user age groups).
+
+References: SAF (AAAI 2026); M3oE (SIGIR 2024); Ali-CCP (ESMM, SIGIR 2018); AITM (KDD 2021).
+"""
+
+from __future__ import annotations
+
+from jaxrec.data.mdmt.schema import MDMTDataset, MDMTSchema, MDMTSplit, batches, num_batches
+from jaxrec.data.mdmt.synthetic import SyntheticConfig, make_synthetic
+from jaxrec.registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "MDMTDataset",
+    "MDMTSchema",
+    "MDMTSplit",
+    "SyntheticConfig",
+    "batches",
+    "load",
+    "make_synthetic",
+    "num_batches",
+]
+
+DATASETS: Registry = Registry("mdmt data set")
+DATASETS.register("synthetic")(make_synthetic)
+
+
+def load(name: str, **kwargs) -> MDMTDataset:
+    """Loads the MDMT data set ``name`` (see ``DATASETS.names()``) with loader kwargs."""
+    return DATASETS.get(name)(**kwargs)
