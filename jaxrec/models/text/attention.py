@@ -1,0 +1,156 @@
+"""Attention kernels for the text encoders: dense (BERT/RoBERTa) and Longformer (banded + global).
+
+All functions are pure, shape-static and jit-friendly. Softmax statistics are float32 whatever the
+compute dtype of the inputs. The Longformer kernel never materialises an ``L x L`` matrix: the
+sequence is cut into blocks of ``c = window // 2`` tokens and each query block attends to the
+previous, its own and the next key block (``3c`` keys), so memory is ``O(L * window)``.
+
+Attention-mask semantics follow Hugging Face's Longformer: ``0`` = padding (no attention),
+``1`` = local (sliding-window) attention, ``2`` = global attention.
+
+References:
+    Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+    Beltagy, Peters, Cohan, "Longformer: The Long-Document Transformer", arXiv:2004.05150, 2020.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = float(jnp.finfo(jnp.float32).min)
+
+
+def dropout(x, rate: float, key):
+    """Inverted dropout; identity when ``key`` is None or ``rate == 0`` (inference mode)."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _softmax_f32(scores):
+    return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
+
+
+def dense_attention(q_blhd, k_blhd, v_blhd, key_valid_bl, *, dropout_rate=0.0, key=None):
+    """Full bidirectional attention with key padding mask.
+
+    Args:
+        q_blhd, k_blhd, v_blhd: projected queries/keys/values ``[B, L, H, D]``.
+        key_valid_bl: bool ``[B, L]``, False for padded keys.
+        dropout_rate, key: attention-probability dropout (training only when ``key`` is given).
+
+    Returns:
+        ``[B, L, H, D]`` in the dtype of ``v_blhd``.
+    """
+    scale = 1.0 / jnp.sqrt(q_blhd.shape[-1]).astype(jnp.float32)
+    scores_bhqk = jnp.einsum("bqhd,bkhd->bhqk", q_blhd, k_blhd, preferred_element_type=jnp.float32)
+    scores_bhqk = jnp.where(key_valid_bl[:, None, None, :], scores_bhqk * scale, NEG_INF)
+    probs_bhqk = dropout(_softmax_f32(scores_bhqk), dropout_rate, key)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs_bhqk.astype(v_blhd.dtype), v_blhd)
+
+
+def global_indices(mask_bl, max_global: int):
+    """Positions of the global tokens (``mask == 2``), left-aligned and padded.
+
+    Args:
+        mask_bl: int ``[B, L]`` HF Longformer mask (0 pad, 1 local, 2 global).
+        max_global: static number of global slots ``G`` (extra global tokens are not attended
+            globally; callers check the count on concrete inputs).
+
+    Returns:
+        ``(idx_bg, valid_bg)``: int32 positions ``[B, G]`` (``L`` where the slot is empty) and bool
+        validity ``[B, G]``.
+    """
+    seq_len = mask_bl.shape[1]
+    is_global_bl = mask_bl == 2
+    order_bl = jnp.argsort(~is_global_bl, axis=1, stable=True)  # global positions first, in order
+    idx_bg = order_bl[:, :max_global].astype(jnp.int32)
+    valid_bg = jnp.take_along_axis(is_global_bl, idx_bg, axis=1)
+    return jnp.where(valid_bg, idx_bg, seq_len), valid_bg
+
+
+def _blocks_with_neighbours(x_bl, block: int, fill):
+    """``[B, L, ...] -> [B, L/c, 3c, ...]``: for each block, the previous, own and next block."""
+    b, seq_len = x_bl.shape[:2]
+    n = seq_len // block
+    x_bnc = x_bl.reshape(b, n, block, *x_bl.shape[2:])
+    pad = [(0, 0), (1, 1)] + [(0, 0)] * (x_bnc.ndim - 2)
+    xp = jnp.pad(x_bnc, pad, constant_values=fill)
+    return jnp.concatenate([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], axis=2)
+
+
+def longformer_attention(
+    q_blhd,
+    k_blhd,
+    v_blhd,
+    mask_bl,
+    idx_bg,
+    valid_bg,
+    *,
+    window: int,
+    dropout_rate=0.0,
+    key=None,
+):
+    """Longformer attention output for every query from the local projections.
+
+    A query ``i`` that is not padded attends to keys ``j`` with ``|i - j| <= window // 2`` and
+    ``mask[j] == 1`` (local), plus every global key (``mask[j] == 2``), in one softmax. Padded
+    queries get zeros. Outputs of global queries are meant to be overwritten by
+    :func:`global_query_attention`.
+
+    Args:
+        q_blhd, k_blhd, v_blhd: local projections ``[B, L, H, D]``; ``L % (window // 2) == 0``.
+        mask_bl: int ``[B, L]`` (0 pad, 1 local, 2 global).
+        idx_bg, valid_bg: from :func:`global_indices`.
+        window: even two-sided window size (HF ``attention_window``).
+
+    Returns:
+        ``[B, L, H, D]``.
+    """
+    b, seq_len, h, d = q_blhd.shape
+    if window % 2 or window <= 0:
+        raise ValueError(f"attention window must be a positive even number, got {window}")
+    block = window // 2
+    if seq_len % block:
+        raise ValueError(f"sequence length {seq_len} is not a multiple of window/2 = {block}")
+    n = seq_len // block
+    scale = 1.0 / jnp.sqrt(d).astype(jnp.float32)
+    q_bnchd = q_blhd.reshape(b, n, block, h, d)
+    k_bnkhd = _blocks_with_neighbours(k_blhd, block, 0)
+    v_bnkhd = _blocks_with_neighbours(v_blhd, block, 0)
+    local_bnk = _blocks_with_neighbours(mask_bl == 1, block, False)
+    # relative offset (key - query) inside the 3c window must lie in [-c, c]
+    rel_ck = jnp.arange(3 * block)[None, :] - block - jnp.arange(block)[:, None]
+    band_ck = jnp.abs(rel_ck) <= block
+    ok_bncK = local_bnk[:, :, None, :] & band_ck[None, None]
+    s_loc = jnp.einsum("bnqhd,bnkhd->bnhqk", q_bnchd, k_bnkhd, preferred_element_type=jnp.float32)
+    s_loc = jnp.where(ok_bncK[:, :, None], s_loc * scale, NEG_INF)
+    # global keys, seen by every query through the local key projection
+    bidx = jnp.arange(b)[:, None]
+    kg_bghd = k_blhd.at[bidx, idx_bg].get(mode="fill", fill_value=0)
+    vg_bghd = v_blhd.at[bidx, idx_bg].get(mode="fill", fill_value=0)
+    s_glb = jnp.einsum("bnqhd,bghd->bnhqg", q_bnchd, kg_bghd, preferred_element_type=jnp.float32)
+    s_glb = jnp.where(valid_bg[:, None, None, None, :], s_glb * scale, NEG_INF)
+    g = idx_bg.shape[1]
+    probs = _softmax_f32(jnp.concatenate([s_glb, s_loc], axis=-1))
+    query_live_bnc = (mask_bl != 0).reshape(b, n, block)
+    probs = jnp.where(query_live_bnc[:, :, None, :, None], probs, 0.0)
+    probs = dropout(probs, dropout_rate, key).astype(v_blhd.dtype)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", probs[..., g:], v_bnkhd)
+    out = out + jnp.einsum("bnhqg,bghd->bnqhd", probs[..., :g], vg_bghd)
+    return out.reshape(b, seq_len, h, d)
+
+
+def global_query_attention(qg_bghd, kg_blhd, vg_blhd, key_valid_bl, *, dropout_rate=0.0, key=None):
+    """Full attention of the ``G`` global queries over all non-padded keys (global projections).
+
+    Returns:
+        ``[B, G, H, D]``.
+    """
+    scale = 1.0 / jnp.sqrt(qg_bghd.shape[-1]).astype(jnp.float32)
+    s_bhgl = jnp.einsum("bghd,blhd->bhgl", qg_bghd, kg_blhd, preferred_element_type=jnp.float32)
+    s_bhgl = jnp.where(key_valid_bl[:, None, None, :], s_bhgl * scale, NEG_INF)
+    probs = dropout(_softmax_f32(s_bhgl), dropout_rate, key).astype(vg_blhd.dtype)
+    return jnp.einsum("bhgl,blhd->bghd", probs, vg_blhd)
