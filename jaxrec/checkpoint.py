@@ -56,8 +56,9 @@ def _abstract(x: Any) -> Any:
     if _is_prng_key(x):
         x = jax.random.key_data(x)
     sharding = getattr(x, "sharding", None)
-    return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype if sharding is None else x.dtype,
-                                sharding=sharding)
+    return jax.ShapeDtypeStruct(
+        np.shape(x), np.asarray(x).dtype if sharding is None else x.dtype, sharding=sharding
+    )
 
 
 def _from_storable(flat: dict[str, Any], target: Any, source: str) -> Any:
@@ -85,15 +86,19 @@ class Checkpointer:
       async_save: write in a background thread (call :meth:`wait` or :meth:`close` before exiting).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2,
-                 async_save: bool = True):
+    def __init__(
+        self, directory: str | os.PathLike, *, max_to_keep: int = 2, async_save: bool = True
+    ):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+            max_to_keep=max_to_keep,
+            create=True,
+            enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
-        self._mgr = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "meta"))
+        self._mgr = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -102,11 +107,22 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._mgr.all_steps())
 
-    def save(self, step: int, state: Any, *, metadata: dict[str, Any] | None = None,
-             every: int = 1, force: bool = False) -> bool:
-        """Saves ``state`` at ``step`` when ``force`` or ``step % every == 0``; returns whether it did."""
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        metadata: dict[str, Any] | None = None,
+        every: int = 1,
+        force: bool = False,
+    ) -> bool:
+        """Saves ``state`` at ``step`` if ``force`` or ``step % every == 0`` (replacing an existing
+        checkpoint of that step); returns whether it saved."""
         if not force and (every <= 0 or step % every):
             return False
+        if step in self._mgr.all_steps():  # e.g. an epoch end right after a periodic save
+            self._mgr.wait_until_finished()
+            self._mgr.delete(step)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(_to_storable(state)),
             meta=ocp.args.JsonSave(dict(metadata or {}, step=int(step))),
@@ -140,8 +156,9 @@ class Checkpointer:
         if step is None:
             step = self._mgr.latest_step()
         if step is None or step not in self._mgr.all_steps():
-            raise CheckpointError(f"no checkpoint{'' if step is None else f' at step {step}'} "
-                                  f"in {self.directory}")
+            raise CheckpointError(
+                f"no checkpoint{'' if step is None else f' at step {step}'} in {self.directory}"
+            )
         return step
 
     def _saved_names(self, step: int) -> dict[str, Any] | None:

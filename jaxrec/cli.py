@@ -1,9 +1,9 @@
 """The ``jaxrec`` command line. Subcommands are thin: they parse arguments and call the library.
 
-  jaxrec demo [--workdir W]                       the main job on the built-in default data
-  jaxrec merge --method M --base B --finetuned F1 F2 ... --out O [--set k=v]
-  jaxrec mdmt train --config FILE[:arg] --workdir W [--set k=v ...]
-  jaxrec mergerec run --config FILE[:arg] --workdir W [--set k=v ...]
+jaxrec demo [--workdir W]                       the main job on the built-in default data
+jaxrec merge --method M --base B --finetuned F1 F2 ... --out O [--set k=v]
+jaxrec mdmt train --config FILE[:arg] --workdir W [--set k=v ...]
+jaxrec mergerec run --config FILE[:arg] --workdir W [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ from pathlib import Path
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="config file FILE.py[:arg] with get_config(arg)")
     p.add_argument("--workdir", required=True, type=Path, help="outputs, checkpoints, resume state")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.lr=1e-3 (repeatable)",
+    )
 
 
 def _cmd_demo(args) -> int:
@@ -81,8 +87,9 @@ def _cmd_mergerec(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxrec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="jaxrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -96,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, type=Path, help="base params (.safetensors)")
     p.add_argument("--finetuned", required=True, nargs="+", type=Path, help="fine-tuned params")
     p.add_argument("--out", required=True, type=Path, help="where to write the merged params")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="method hyper-parameter, e.g. --set density=0.2 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method hyper-parameter, e.g. --set density=0.2 (repeatable)",
+    )
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("mdmt", help="multi-domain multi-task CTR/CVR models (SAF and baselines)")
@@ -117,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return int(args.func(args) or 0)
 
 

@@ -78,8 +78,9 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[Any] | None = No
             raise ValueError(f"{len(devices)} devices do not split into model={model}")
         data = len(devices) // model
     if data * model > len(devices):
-        raise ValueError(f"mesh data={data} x model={model} needs {data * model} devices, "
-                         f"have {len(devices)}")
+        raise ValueError(
+            f"mesh data={data} x model={model} needs {data * model} devices, have {len(devices)}"
+        )
     grid = np.asarray(devices[: data * model]).reshape(data, model)
     return Mesh(grid, MESH_AXES)
 
@@ -88,8 +89,9 @@ def mesh_from_config(cfg: MeshConfig) -> Mesh:
     return make_mesh(cfg.data, cfg.model)
 
 
-def logical_spec(logical_axes: Sequence[str | None],
-                 rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES) -> PartitionSpec:
+def logical_spec(
+    logical_axes: Sequence[str | None], rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES
+) -> PartitionSpec:
     """Maps logical dimension names to a PartitionSpec with the rules table."""
     table = dict(rules)
     spec = []
@@ -100,8 +102,11 @@ def logical_spec(logical_axes: Sequence[str | None],
     return PartitionSpec(*spec)
 
 
-def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None],
-                   rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES) -> NamedSharding:
+def named_sharding(
+    mesh: Mesh,
+    logical_axes: Sequence[str | None],
+    rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES,
+) -> NamedSharding:
     return NamedSharding(mesh, logical_spec(logical_axes, rules))
 
 
@@ -122,15 +127,21 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     def put(path, x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x
         if x.ndim == 0 or x.shape[0] % n:
-            raise ValueError(f"batch leaf {jax.tree_util.keystr(path)} with shape {x.shape} "
-                             f"cannot be split over {n} data devices")
+            raise ValueError(
+                f"batch leaf {jax.tree_util.keystr(path)} with shape {x.shape} "
+                f"cannot be split over {n} data devices"
+            )
         return jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
 
     return jax.tree_util.tree_map_with_path(put, batch)
 
 
-def shard_along(tree: Any, mesh: Mesh, logical_axes: Sequence[str | None],
-                rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES) -> Any:
+def shard_along(
+    tree: Any,
+    mesh: Mesh,
+    logical_axes: Sequence[str | None],
+    rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES,
+) -> Any:
     """Shards each leaf by the same logical axes (e.g. a ``[K, P]`` task-vector stack as
     ``("tasks", "params")``); a leaf whose size does not divide stays replicated on that axis."""
     spec = logical_spec(logical_axes, rules)
@@ -157,8 +168,11 @@ def maybe_initialize_distributed() -> bool:
     """
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAXREC_MULTIHOST") == "1":
         jax.distributed.initialize()
-        log.info("jax.distributed initialised: process %d of %d", jax.process_index(),
-                 jax.process_count())
+        log.info(
+            "jax.distributed initialised: process %d of %d",
+            jax.process_index(),
+            jax.process_count(),
+        )
         return True
     return False
 

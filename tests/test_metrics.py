@@ -232,3 +232,25 @@ def test_normalize_nested_and_flat():
     assert metrics.normalize({"a": 2.0}, {"a": 4.0}, scale=1) == {"a": 0.5}
     with pytest.raises(KeyError, match="Toys/recall@10"):
         metrics.normalize(res, {"Beauty": ref["Beauty"], "Toys": {}})
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(2, 12), u=st.integers(1, 4))
+def test_ranking_invariances(seed, n, u):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 3, (u, n)).astype(np.float32)
+    targets = rng.integers(0, n, u)
+    perm = rng.permutation(n)
+    base = metrics.ranking(scores, targets)
+    # relabelling items (columns and targets together) and monotone score maps change nothing
+    assert metrics.ranking(scores[:, perm], np.argsort(perm)[targets]) == base
+    assert metrics.ranking(np.exp(scores) * 2 - 1, targets) == base
+    for small, large in zip(metrics.KS, metrics.KS[1:]):
+        assert base[f"recall@{small}"] <= base[f"recall@{large}"]
+        assert base[f"ndcg@{small}"] <= base[f"ndcg@{large}"] <= base[f"recall@{large}"]
+
+
+def test_nan_scores_rank_last():
+    scores = np.array([[0.5, np.nan, 0.1], [np.nan, 0.2, 0.3]], np.float32)
+    ranks = np.asarray(metrics._target_ranks_jit(jnp.asarray(scores), jnp.array([0, 0])))
+    np.testing.assert_array_equal(ranks, [0, 2])  # NaN other item does not beat; NaN target worst

@@ -18,6 +18,7 @@ References: MergeRec (KDD 2026) "Evaluation" and "Fine-tuning"; RecFormer (KDD 2
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -133,9 +134,10 @@ class Domain:
             raise IndexError(f"item id {item_id} outside [0, {self.num_items}) in {self.name!r}")
         return {attr: str(values[int(item_id)]) for attr, values in self.item_attrs.items()}
 
+    @functools.cached_property
     def item_popularity(self) -> np.ndarray:
         """``[N]`` int64 number of training interactions per item (MergeRec Figure 5 groups)."""
-        return np.bincount(self.train_items, minlength=self.num_items)
+        return _readonly(np.bincount(self.train_items, minlength=self.num_items))
 
     # ------------------------------------------------------------------------------ users
     def train_seq(self, user: int) -> np.ndarray:
@@ -153,25 +155,31 @@ class Domain:
         Users with fewer than 2 training items have no example.
         """
         users = np.flatnonzero(self.train_lengths >= 2).astype(np.int32)
-        ends = self.train_offsets[users + 1]
-        hists = tuple(
-            self.train_items[max(self.train_offsets[u], e - 1 - max_history) : e - 1]
-            for u, e in zip(users, ends)
-        )
-        return Examples(users, hists, self.train_items[ends - 1].astype(np.int32))
+        ends = self.train_offsets[users + 1] - 1  # exclusive end of the input = the target's index
+        starts = np.maximum(self.train_offsets[users], ends - max_history)
+        hists = tuple(self.train_items[a:b] for a, b in zip(starts.tolist(), ends.tolist()))
+        return Examples(users, hists, self.train_items[ends].astype(np.int32))
 
     def val_examples(self, max_history: int = MAX_HISTORY) -> Examples:
         """Input = train sequence (last ``max_history``); target = val item."""
-        hists = tuple(self.train_seq(u)[-max_history:] for u in range(self.num_users))
+        ends = self.train_offsets[1:]
+        starts = np.maximum(self.train_offsets[:-1], ends - max_history)
+        hists = tuple(self.train_items[a:b] for a, b in zip(starts.tolist(), ends.tolist()))
         return Examples(np.arange(self.num_users, dtype=np.int32), hists, self.val.copy())
 
     def test_examples(self, max_history: int = MAX_HISTORY) -> Examples:
         """Input = train + val sequence (last ``max_history``); target = test item."""
-        hists = tuple(
-            np.append(self.train_seq(u), self.val[u]).astype(np.int32)[-max_history:]
-            for u in range(self.num_users)
-        )
-        return Examples(np.arange(self.num_users, dtype=np.int32), hists, self.test.copy())
+        users = np.arange(self.num_users)
+        flat = np.empty(self.train_items.size + self.num_users, np.int32)  # train + val, CSR
+        ends = self.train_offsets[1:] + users + 1
+        flat[ends - 1] = self.val
+        is_train = np.ones(flat.size, bool)
+        is_train[ends - 1] = False
+        flat[is_train] = self.train_items
+        _readonly(flat)
+        starts = np.maximum(self.train_offsets[:-1] + users, ends - max_history)
+        hists = tuple(flat[a:b] for a, b in zip(starts.tolist(), ends.tolist()))
+        return Examples(users.astype(np.int32), hists, self.test.copy())
 
     def split(self, name: str, max_history: int = MAX_HISTORY) -> Examples:
         """``"finetune"``, ``"val"`` or ``"test"`` examples."""
@@ -179,6 +187,8 @@ class Domain:
         fns["test"] = self.test_examples
         if name not in fns:
             raise KeyError(f"unknown split {name!r}; known: {', '.join(fns)}")
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
         return fns[name](max_history)
 
 
@@ -196,12 +206,12 @@ def from_sequences(
         raise ValueError(f"domain {name!r}: user {short[0]} has fewer than 3 interactions")
     lengths = np.array([len(s) - 2 for s in sequences], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = [i for s in sequences for i in s[:-2]]
+    flat = np.concatenate([np.asarray(s[:-2], np.int64).reshape(-1) for s in sequences] or [[]])
     return Domain(
         name=name,
         item_keys=np.asarray(item_keys, dtype=str),
         item_attrs={a: np.asarray(v, dtype=str) for a, v in item_attrs.items()},
-        train_items=np.asarray(flat, np.int32).reshape(-1),
+        train_items=flat.astype(np.int32),
         train_offsets=offsets,
         val=np.array([s[-2] for s in sequences], np.int32),
         test=np.array([s[-1] for s in sequences], np.int32),

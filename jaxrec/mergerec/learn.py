@@ -43,7 +43,9 @@ class LearnConfig:
     kd_temperature: float = 0.05  # T
     kd_direction: Literal["teacher_student", "student_teacher"] = "teacher_student"
     refresh_items_every: int = 0  # 0: merged item table frozen after the initial merge (reference)
-    clamp: tuple[float, float] | None = None  # original AdaMerging clamps to [0, 1]; reference: None
+    clamp: tuple[float, float] | None = (
+        None  # original AdaMerging clamps to [0, 1]; reference: None
+    )
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -65,14 +67,22 @@ def objective_fn(cfg: LearnConfig) -> Callable[..., tuple[jax.Array, dict[str, j
     """``(logits_bn, teacher_bn, mask_b) -> (loss, parts)`` for the configured objective."""
     if cfg.objective == "mergerec":
         return lambda z, s, m: losses.mergerec_loss(
-            z, s, m, kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature,
-            kd_direction=cfg.kd_direction)
+            z,
+            s,
+            m,
+            kd_weight=cfg.kd_weight,
+            kd_temperature=cfg.kd_temperature,
+            kd_direction=cfg.kd_direction,
+        )
 
     def adamerging(z, s, m):
         ent = losses.entropy_loss(z, m)
         z0 = jax.lax.stop_gradient(z)
-        return ent, {"entropy": ent, "rec": losses.rec_loss(z0, s, m),
-                     "kd": losses.kd_loss(z0, s, m, cfg.kd_temperature, cfg.kd_direction)}
+        return ent, {
+            "entropy": ent,
+            "rec": losses.rec_loss(z0, s, m),
+            "kd": losses.kd_loss(z0, s, m, cfg.kd_temperature, cfg.kd_direction),
+        }
 
     if cfg.objective == "adamerging":
         return adamerging
@@ -99,7 +109,8 @@ def make_step(encode: EncodeFn, cfg: LearnConfig, groups: PyTree | None = None):
     @jax.jit
     def step(coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh):
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            coeffs, base, tvs, batch, items_knh, item_mask_kn, teacher_knh)
+            coeffs, base, tvs, batch, items_knh, item_mask_kn, teacher_knh
+        )
         updates, opt_state = optimizer.update(grads, opt_state, coeffs)
         coeffs = optax.apply_updates(coeffs, updates)
         if cfg.clamp is not None:
@@ -107,3 +118,78 @@ def make_step(encode: EncodeFn, cfg: LearnConfig, groups: PyTree | None = None):
         return coeffs, opt_state, {"loss": loss, **parts}
 
     return step, optimizer
+
+
+@dataclasses.dataclass
+class PseudoUsers:
+    """Every item of every domain as a one-item history (tokenised like the item itself)."""
+
+    tokens: dict[str, Any]  # [sum_k N_k, L] host arrays
+    domain: Any  # [sum_k N_k] int32
+    item: Any  # [sum_k N_k] int32 (index within its domain)
+
+
+def pad_tables(tables: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Stacks per-domain ``[N_k, H]`` tables into ``[K, N_max, H]`` plus a ``[K, N_max]`` mask."""
+    n_max = max(t.shape[0] for t in tables)
+    padded = jnp.stack([jnp.pad(t, ((0, n_max - t.shape[0]), (0, 0))) for t in tables])
+    mask = jnp.stack([jnp.arange(n_max) < t.shape[0] for t in tables])
+    return padded, mask
+
+
+def learn_coefficients(
+    step_fn,
+    optimizer,
+    coeffs,
+    *,
+    base,
+    tvs,
+    pseudo: PseudoUsers,
+    items_knh,
+    item_mask_kn,
+    teacher_knh,
+    cfg: LearnConfig,
+    seed: int,
+    refresh_items=None,
+    progress: bool = True,
+    desc: str = "learn",
+):
+    """Runs ``cfg.steps`` coefficient steps; returns ``(coeffs, history)``.
+
+    Batches of ``cfg.batch_size`` pseudo-users are drawn uniformly from the union of all domains'
+    items with ``np.random.default_rng((seed, step))``. ``history`` holds per-step coefficients
+    (the trajectory) and losses. ``refresh_items(coeffs) -> items_knh`` is called every
+    ``cfg.refresh_items_every`` steps when given (0: the merged item table stays frozen).
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    opt_state = optimizer.init(coeffs)
+    total = len(pseudo.domain)
+    history: dict[str, list] = {"coefficients": [jax.tree_util.tree_map(np.asarray, coeffs)]}
+    for step in tqdm(range(cfg.steps), desc=desc, leave=False, disable=not progress or None):
+        rows = np.random.default_rng((seed, step)).choice(total, cfg.batch_size, replace=True)
+        batch = {k: v[rows] for k, v in pseudo.tokens.items()}
+        batch.update(
+            domain=pseudo.domain[rows],
+            item=pseudo.item[rows],
+            mask=np.ones(cfg.batch_size, np.float32),
+        )
+        coeffs, opt_state, out = step_fn(
+            coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh
+        )
+        out = {k: float(v) for k, v in out.items()}
+        if not all(map(np.isfinite, out.values())):
+            raise FloatingPointError(
+                f"{desc}: non-finite loss {out} at step {step} (pseudo-user rows {rows.tolist()})"
+            )
+        for k, v in out.items():
+            history.setdefault(k, []).append(v)
+        history["coefficients"].append(jax.tree_util.tree_map(np.asarray, coeffs))
+        if (
+            refresh_items is not None
+            and cfg.refresh_items_every
+            and (step + 1) % cfg.refresh_items_every == 0
+        ):
+            items_knh = refresh_items(coeffs)
+    return coeffs, history

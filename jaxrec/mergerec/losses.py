@@ -20,20 +20,21 @@ import jax.numpy as jnp
 NEG_INF = -1e9
 
 
-def domain_logits(user_bh: jax.Array, items_knh: jax.Array, item_mask_kn: jax.Array,
-                  domain_b: jax.Array) -> jax.Array:
+def domain_logits(
+    user_bh: jax.Array, items_knh: jax.Array, item_mask_kn: jax.Array, domain_b: jax.Array
+) -> jax.Array:
     """Cosine logits of each user against the items of its own domain: ``[B, N]``.
 
     ``user_bh`` and ``items_knh`` are L2-normalised; padded items get ``NEG_INF``.
     """
     items_bnh = items_knh[domain_b]
-    logits_bn = jnp.einsum("bh,bnh->bn", user_bh.astype(jnp.float32),
-                           items_bnh.astype(jnp.float32))
+    logits_bn = jnp.einsum("bh,bnh->bn", user_bh.astype(jnp.float32), items_bnh.astype(jnp.float32))
     return jnp.where(item_mask_kn[domain_b], logits_bn, NEG_INF)
 
 
-def teacher_rows(teacher_knh: jax.Array, item_mask_kn: jax.Array, domain_b: jax.Array,
-                 item_b: jax.Array) -> jax.Array:
+def teacher_rows(
+    teacher_knh: jax.Array, item_mask_kn: jax.Array, domain_b: jax.Array, item_b: jax.Array
+) -> jax.Array:
     """Rows ``s = E_k E_k[i]^T`` of the fine-tuned teachers' item-item cosines: ``[B, N]``."""
     query_bh = teacher_knh[domain_b, item_b]
     return domain_logits(query_bh, teacher_knh, item_mask_kn, domain_b)
@@ -46,8 +47,12 @@ def _masked_mean(x_b: jax.Array, mask_b: jax.Array | None) -> jax.Array:
     return jnp.sum(x_b * mask_b) / jnp.maximum(jnp.sum(mask_b), 1.0)
 
 
-def rec_loss(logits_bn: jax.Array, teacher_bn: jax.Array, mask_b: jax.Array | None = None,
-             temperature: float = 1.0) -> jax.Array:
+def rec_loss(
+    logits_bn: jax.Array,
+    teacher_bn: jax.Array,
+    mask_b: jax.Array | None = None,
+    temperature: float = 1.0,
+) -> jax.Array:
     """Cross-entropy of ``softmax(z / temperature)`` against the teacher's top-1 item.
 
     The reference uses raw cosines (temperature 1).
@@ -58,8 +63,13 @@ def rec_loss(logits_bn: jax.Array, teacher_bn: jax.Array, mask_b: jax.Array | No
     return _masked_mean(nll_b, mask_b)
 
 
-def kd_loss(logits_bn: jax.Array, teacher_bn: jax.Array, mask_b: jax.Array | None = None,
-            temperature: float = 0.05, direction: str = "teacher_student") -> jax.Array:
+def kd_loss(
+    logits_bn: jax.Array,
+    teacher_bn: jax.Array,
+    mask_b: jax.Array | None = None,
+    temperature: float = 0.05,
+    direction: str = "teacher_student",
+) -> jax.Array:
     """Distillation ``KL(p || q) * T^2`` between teacher and student softmaxes at temperature T.
 
     ``direction="teacher_student"`` is KL(softmax(s/T) || softmax(z/T)) (the reference code's
@@ -67,7 +77,9 @@ def kd_loss(logits_bn: jax.Array, teacher_bn: jax.Array, mask_b: jax.Array | Non
     KL(p_merge || p_k).
     """
     if direction not in ("teacher_student", "student_teacher"):
-        raise ValueError(f"direction must be 'teacher_student' or 'student_teacher', got {direction!r}")
+        raise ValueError(
+            f"direction must be 'teacher_student' or 'student_teacher', got {direction!r}"
+        )
     logp_s = jax.nn.log_softmax(teacher_bn / temperature, axis=-1)
     logp_z = jax.nn.log_softmax(logits_bn / temperature, axis=-1)
     if direction == "student_teacher":
@@ -78,17 +90,24 @@ def kd_loss(logits_bn: jax.Array, teacher_bn: jax.Array, mask_b: jax.Array | Non
     return _masked_mean(kl_b, mask_b) * temperature**2
 
 
-def entropy_loss(logits_bn: jax.Array, mask_b: jax.Array | None = None,
-                 temperature: float = 1.0) -> jax.Array:
+def entropy_loss(
+    logits_bn: jax.Array, mask_b: jax.Array | None = None, temperature: float = 1.0
+) -> jax.Array:
     """Shannon entropy of ``softmax(z / temperature)`` (AdaMerging's test-time objective)."""
     logp_bn = jax.nn.log_softmax(logits_bn / temperature, axis=-1)
     ent_b = -jnp.sum(jnp.where(logp_bn > NEG_INF / 2, jnp.exp(logp_bn) * logp_bn, 0.0), axis=-1)
     return _masked_mean(ent_b, mask_b)
 
 
-def mergerec_loss(logits_bn: jax.Array, teacher_bn: jax.Array, mask_b: jax.Array | None = None,
-                  *, kd_weight: float = 1000.0, kd_temperature: float = 0.05,
-                  kd_direction: str = "teacher_student") -> tuple[jax.Array, dict[str, jax.Array]]:
+def mergerec_loss(
+    logits_bn: jax.Array,
+    teacher_bn: jax.Array,
+    mask_b: jax.Array | None = None,
+    *,
+    kd_weight: float = 1000.0,
+    kd_temperature: float = 0.05,
+    kd_direction: str = "teacher_student",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``L = L_rec + kd_weight * L_kd`` (reference defaults: lambda = 1000, T = 0.05)."""
     rec = rec_loss(logits_bn, teacher_bn, mask_b)
     kd = kd_loss(logits_bn, teacher_bn, mask_b, kd_temperature, kd_direction)

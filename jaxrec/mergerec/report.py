@@ -34,8 +34,9 @@ def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
     return path
 
 
-def pivot(rows: Sequence[Row], metric: str, split: str = "test",
-          reference: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
+def pivot(
+    rows: Sequence[Row], metric: str, split: str = "test", reference: str | None = None
+) -> tuple[list[str], list[str], np.ndarray]:
     """``(methods, domains, values [M, D])``; values in % of ``reference``'s value per domain."""
     methods = list(dict.fromkeys(r["method"] for r in rows if r.get("split", split) == split))
     domains = list(dict.fromkeys(r["domain"] for r in rows if r.get("split", split) == split))
@@ -53,12 +54,20 @@ def pivot(rows: Sequence[Row], metric: str, split: str = "test",
     return methods, domains, table
 
 
-def markdown_table(rows: Sequence[Row], metric: str, split: str = "test",
-                   reference: str | None = None, digits: int | None = None) -> str:
+def markdown_table(
+    rows: Sequence[Row],
+    metric: str,
+    split: str = "test",
+    reference: str | None = None,
+    digits: int | None = None,
+) -> str:
     """A Markdown table: methods x domains (+ Avg.), best value per column in bold."""
     methods, domains, table = pivot(rows, metric, split, reference)
-    avg = np.nanmean(np.where(np.isfinite(table), table, np.nan), axis=1) \
-        if table.size else np.zeros(0)
+    avg = (
+        np.nanmean(np.where(np.isfinite(table), table, np.nan), axis=1)
+        if table.size
+        else np.zeros(0)
+    )
     full = np.concatenate([table, avg[:, None]], axis=1) if table.size else table
     digits = (1 if reference else 4) if digits is None else digits
     unit = " (%)" if reference else ""
@@ -87,8 +96,12 @@ def _plt():
     return plt
 
 
-def plot_coefficients(trajectories: Mapping[str, np.ndarray], domain_names: Sequence[str],
-                      path: str | Path, title: str = "merging coefficients") -> Path:
+def plot_coefficients(
+    trajectories: Mapping[str, np.ndarray],
+    domain_names: Sequence[str],
+    path: str | Path,
+    title: str = "merging coefficients",
+) -> Path:
     """Figure 6 style: coefficient value per step, one panel per run, one line per domain
     (layer-wise runs: ``[steps, groups, K]`` arrays show the mean over groups with a min-max band)."""
     plt = _plt()
@@ -102,9 +115,14 @@ def plot_coefficients(trajectories: Mapping[str, np.ndarray], domain_names: Sequ
                 ax.plot(steps, traj[:, k], label=dom)
             else:
                 mean = traj[:, :, k].mean(1)
-                line, = ax.plot(steps, mean, label=dom)
-                ax.fill_between(steps, traj[:, :, k].min(1), traj[:, :, k].max(1),
-                                color=line.get_color(), alpha=0.2)
+                (line,) = ax.plot(steps, mean, label=dom)
+                ax.fill_between(
+                    steps,
+                    traj[:, :, k].min(1),
+                    traj[:, :, k].max(1),
+                    color=line.get_color(),
+                    alpha=0.2,
+                )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -118,13 +136,15 @@ def plot_coefficients(trajectories: Mapping[str, np.ndarray], domain_names: Sequ
     return path
 
 
-def plot_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path,
-                title: str = "") -> Path:
+def plot_curves(
+    curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, title: str = ""
+) -> Path:
     """Figure 3 style: one panel per quantity (e.g. entropy, cross-entropy), one line per run."""
     plt = _plt()
     quantities = list(dict.fromkeys(q for run in curves.values() for q in run))
-    fig, axes = plt.subplots(1, max(len(quantities), 1), figsize=(4.2 * max(len(quantities), 1), 3.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(quantities), 1), figsize=(4.2 * max(len(quantities), 1), 3.2), squeeze=False
+    )
     for ax, q in zip(axes[0], quantities):
         for run, values in curves.items():
             if q in values:
@@ -142,8 +162,13 @@ def plot_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path
     return path
 
 
-def plot_sensitivity(xs: Sequence[float], ys: Mapping[str, Sequence[float]], path: str | Path,
-                     xlabel: str = "lambda", ylabel: str = "Recall@10 (%)") -> Path:
+def plot_sensitivity(
+    xs: Sequence[float],
+    ys: Mapping[str, Sequence[float]],
+    path: str | Path,
+    xlabel: str = "lambda",
+    ylabel: str = "Recall@10 (%)",
+) -> Path:
     """Figure 7 style: a metric against a hyper-parameter (log x axis), one line per domain/avg."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))

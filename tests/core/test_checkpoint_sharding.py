@@ -17,15 +17,21 @@ class Tiny(nnx.Module):
 def _state(seed):
     params = nnx.split(Tiny(nnx.Rngs(seed)), nnx.Param, ...)[1]
     opt = optax.adam(1e-2)
-    return {"params": params, "opt": opt.init(params), "step": jnp.int32(seed),
-            "key": jax.random.key(seed)}
+    return {
+        "params": params,
+        "opt": opt.init(params),
+        "step": jnp.int32(seed),
+        "key": jax.random.key(seed),
+    }
 
 
 def _assert_tree_equal(a, b):
     ka = jax.tree_util.tree_map(
-        lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, a)
+        lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, a
+    )
     kb = jax.tree_util.tree_map(
-        lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, b)
+        lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, b
+    )
     assert jax.tree_util.tree_structure(ka) == jax.tree_util.tree_structure(kb)
     for x, y in zip(jax.tree_util.tree_leaves(ka), jax.tree_util.tree_leaves(kb)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -100,3 +106,11 @@ def test_logical_rules_and_shard_along():
     np.testing.assert_array_equal(np.asarray(out["w"]), np.asarray(tvs["w"]))
     single = sharding.make_mesh(data=1, model=1, devices=jax.devices()[:1])
     np.testing.assert_array_equal(np.asarray(sharding.replicate(tvs, single)["b"]), 1.0)
+
+
+def test_checkpointer_overwrites_same_step(tmp_path):
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(3, {"a": jnp.zeros(2)}, metadata={"epoch": 0})
+        ck.save(3, {"a": jnp.ones(2)}, metadata={"epoch": 1})
+        np.testing.assert_array_equal(np.asarray(ck.restore({"a": jnp.zeros(2)})["a"]), 1.0)
+        assert ck.metadata()["epoch"] == 1

@@ -47,20 +47,32 @@ class Outer:
 def test_overrides_are_typed_by_fields():
     cfg = cfglib.apply_overrides(
         Outer(),
-        ["steps=3", "use_bn=false", "inner.lr=0.5", "inner.dims=16,8,2", "inner.act=gelu",
-         "inner.note=hello"],
+        [
+            "steps=3",
+            "use_bn=false",
+            "inner.lr=0.5",
+            "inner.dims=16,8,2",
+            "inner.act=gelu",
+            "inner.note=hello",
+        ],
     )
-    assert cfg == Outer(steps=3, use_bn=False,
-                        inner=Inner(lr=0.5, dims=(16, 8, 2), act="gelu", note="hello"))
+    assert cfg == Outer(
+        steps=3, use_bn=False, inner=Inner(lr=0.5, dims=(16, 8, 2), act="gelu", note="hello")
+    )
     assert cfglib.apply_overrides(cfg, ["inner.note=none"]).inner.note is None
     assert cfglib.apply_overrides(cfg, ["inner.dims=(1, 2)"]).inner.dims == (1, 2)
 
 
 @pytest.mark.parametrize(
     "override, error",
-    [("nope=1", "unknown config key 'nope'"), ("steps=abc", "bad value for 'steps'"),
-     ("inner.act=tanh", "bad value for 'inner.act'"), ("steps", "not of the form"),
-     ("steps=-1", "steps must be >= 0"), ("use_bn=maybe", "not a boolean")],
+    [
+        ("nope=1", "unknown config key 'nope'"),
+        ("steps=abc", "bad value for 'steps'"),
+        ("inner.act=tanh", "bad value for 'inner.act'"),
+        ("steps", "not of the form"),
+        ("steps=-1", "steps must be >= 0"),
+        ("use_bn=maybe", "not a boolean"),
+    ],
 )
 def test_bad_overrides_are_clear_errors(override, error):
     with pytest.raises((KeyError, ValueError), match=error):

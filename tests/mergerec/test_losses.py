@@ -88,5 +88,6 @@ def test_teacher_top1_is_the_item_itself_and_grads_finite():
     s = losses.teacher_rows(teacher, mask, dom, item)
     np.testing.assert_array_equal(np.argmax(np.asarray(s), -1), item)
     g = jax.grad(lambda u: losses.mergerec_loss(losses.domain_logits(u, items, mask, dom), s)[0])(
-        jnp.asarray(user))
+        jnp.asarray(user)
+    )
     assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0

@@ -28,8 +28,10 @@ def test_markdown_table_has_average_and_bold_best(tmp_path):
 
 
 def test_plots_write_png(tmp_path):
-    traj = {"domain-wise": np.linspace(0, 1, 12).reshape(6, 2),
-            "layer-wise": np.random.default_rng(0).normal(size=(6, 3, 2))}
+    traj = {
+        "domain-wise": np.linspace(0, 1, 12).reshape(6, 2),
+        "layer-wise": np.random.default_rng(0).normal(size=(6, 3, 2)),
+    }
     p = report.plot_coefficients(traj, ["A", "B"], tmp_path / "c.png")
     q = report.plot_curves({"adamerging": {"entropy": np.arange(5.0)}}, tmp_path / "e.png")
     r = report.plot_sensitivity([1, 10, 100], {"avg": [1, 2, 3]}, tmp_path / "s.png")

@@ -197,7 +197,7 @@ class MLP(nnx.Module):
 
 
 def select_domain(logits_btd: jax.Array, domain_b: jax.Array) -> jax.Array:
-    """Each sample's own domain's outputs: ``[B, T, D]`` gathered by ``domain [B]`` -> ``[B, T]``."""
+    """Each sample's own domain's outputs: ``[B, T, D]`` gathered by ``domain [B]``."""
     idx = jnp.asarray(domain_b, jnp.int32)[:, None, None]
     return jnp.take_along_axis(logits_btd, idx, axis=2)[..., 0]
 

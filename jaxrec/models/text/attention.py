@@ -109,6 +109,7 @@ def longformer_attention(
     Returns:
         ``[B, L, H, D]``.
     """
+    q_blhd, k_blhd, v_blhd, mask_bl = map(jnp.asarray, (q_blhd, k_blhd, v_blhd, mask_bl))
     b, seq_len, h, d = q_blhd.shape
     if window % 2 or window <= 0:
         raise ValueError(f"attention window must be a positive even number, got {window}")

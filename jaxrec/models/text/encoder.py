@@ -10,8 +10,8 @@ One config-driven module covers the four families:
 * ``recformer``: a Longformer whose embeddings also add a token-type table (``<s>``, key, value,
   pad) and an item-position table (``max_item_embeddings``, 51 in RecFormer).
 
-Parameters are float32; matmuls run in ``config.dtype`` (e.g. ``bfloat16``); LayerNorm and softmax in
-float32. Transformer blocks live in ``self.layers`` (an ``nnx.List``) so parameter paths contain
+Parameters are float32; matmuls run in ``config.dtype`` (e.g. ``bfloat16``); LayerNorm and softmax
+in float32. Transformer blocks live in ``self.layers`` (an ``nnx.List``) so parameter paths contain
 ``('layers', i)``. Dropout runs only when a ``dropout_key`` is passed (training mode).
 
 References:
@@ -23,13 +23,14 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from functools import reduce
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 from jaxrec.models.text import attention as attn
 
@@ -73,7 +74,9 @@ class TextEncoderConfig:
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unknown hidden_act {self.hidden_act!r}; supported: {list(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown hidden_act {self.hidden_act!r}; supported: {list(ACTIVATIONS)}"
+            )
         if self.is_longformer:
             if len(self.attention_window) != self.num_layers:
                 raise ValueError(
@@ -189,9 +192,9 @@ class SelfAttention(nnx.Module):
         q, k, v = (self._heads(f(x_blh)) for f in (self.query, self.key, self.value))
         rate, k_loc, k_glb = cfg.attention_dropout, _fold(key, 0), _fold(key, 1)
         if not cfg.is_longformer:
-            return attn.dense_attention(q, k, v, mask_bl != 0, dropout_rate=rate, key=k_loc).reshape(
-                b, seq_len, hs
-            )
+            return attn.dense_attention(
+                q, k, v, mask_bl != 0, dropout_rate=rate, key=k_loc
+            ).reshape(b, seq_len, hs)
         idx_bg, valid_bg = glob
         out_blhd = attn.longformer_attention(
             q, k, v, mask_bl, idx_bg, valid_bg, window=self.window, dropout_rate=rate, key=k_loc
@@ -326,7 +329,9 @@ class TextEncoder(nnx.Module):
         self, input_ids, attention_mask, token_type_ids=None, item_position_ids=None
     ) -> jax.Array:
         """Inference-mode L2-normalised CLS representation ``[B, H]`` (BLaIR / RecFormer)."""
-        return pool(self.encode_hidden(input_ids, attention_mask, token_type_ids, item_position_ids))
+        return pool(
+            self.encode_hidden(input_ids, attention_mask, token_type_ids, item_position_ids)
+        )
 
     def pooled(self, hidden_blh) -> jax.Array:
         """HF pooler output ``tanh(dense(CLS))`` ``[B, H]`` (needs ``config.pooler``)."""
@@ -351,8 +356,40 @@ def pool(hidden_blh, eps: float = 1e-12) -> jax.Array:
     return cls_bh / jnp.maximum(jnp.linalg.norm(cls_bh, axis=-1, keepdims=True), eps)
 
 
+@functools.lru_cache(maxsize=8)
+def skeleton(config: TextEncoderConfig):
+    """``(graphdef, abstract state, flat {param path: shape})`` of an encoder, traced once."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: TextEncoder(config, rngs=nnx.Rngs(0))))
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+    return graphdef, state, {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def build_encoder(config: TextEncoderConfig, params: dict) -> TextEncoder:
+    """A :class:`TextEncoder` holding the given nested pure-dict params (no initialisation cost)."""
+    graphdef, abstract, _ = skeleton(config)
+    state = jax.tree.map(lambda x: x, abstract)  # fresh container, same structure
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+    return nnx.merge(graphdef, state)
+
+
+def init_encoder(config: TextEncoderConfig, seed: int = 0) -> TextEncoder:
+    """A randomly initialised encoder (HF's scheme: weights N(0, 0.02), biases 0, LN scale 1).
+
+    Initialised on the host with ``np.random.default_rng(seed)``: no XLA compilation, unlike eager
+    NNX initialisation.
+    """
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, shape in skeleton(config)[2].items():
+        if path[-1] in ("kernel", "embedding"):
+            flat[path] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            flat[path] = np.full(shape, 1.0 if path[-1] == "scale" else 0.0, np.float32)
+    return build_encoder(config, traverse_util.unflatten_dict(flat))
+
+
 def make_encode_fn(encoder: TextEncoder):
-    """Split an encoder into ``(fn, params)`` with ``fn(params, ids, mask, types, item_pos)`` jitted.
+    """Split an encoder into ``(fn, params)``; ``fn(params, ids, mask, types, item_pos)`` is jitted.
 
     The jit boundary is functional (graphdef closed over, params as an argument), so merged or
     fine-tuned parameter pytrees of the same structure can be passed without recompiling.

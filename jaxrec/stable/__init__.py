@@ -1,0 +1,32 @@
+"""SAF's stable learning: RFF features, weighted RFF-HSIC and learned decorrelating sample weights.
+
+References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation, AAAI 2026);
+StableNet (Deep Stable Learning for OOD Generalization, CVPR 2021).
+"""
+
+from jaxrec.stable.hsic import hsic_paper, hsic_stablenet, weighted_cov, weighted_hsic
+from jaxrec.stable.rff import rff_features
+from jaxrec.stable.weights import (
+    StableConfig,
+    WeightMemory,
+    effective_sample_size,
+    init_memory,
+    learn_sample_weights,
+    reweight,
+    weighted_corr,
+)
+
+__all__ = [
+    "StableConfig",
+    "WeightMemory",
+    "effective_sample_size",
+    "hsic_paper",
+    "hsic_stablenet",
+    "init_memory",
+    "learn_sample_weights",
+    "reweight",
+    "rff_features",
+    "weighted_corr",
+    "weighted_cov",
+    "weighted_hsic",
+]

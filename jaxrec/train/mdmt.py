@@ -1,0 +1,465 @@
+"""The multi-domain multi-task (MDMT) trainer, shared by SAF and every MDMT baseline.
+
+Per batch (one jitted step, state donated): forward once (keeping the VJP), learn sample weights
+on the stop-gradient features with :func:`jaxrec.stable.reweight` at each configured level
+(SAF: ``bottom`` -> w^f and ``experts`` -> w^ex; loss weights ``w^f * w^ex`` renormalised to mean
+1 over the real rows), then one optimiser update on ``sum_{t,d}`` of the weighted mean BCE over the
+samples of domain d (empty groups skipped). With AdaTask the per-task gradients come from a
+``vmap`` of the same VJP over the T unit cotangents (one forward, T backward passes).
+
+Evaluation: per (domain, task) AUC and logloss (:mod:`jaxrec.metrics`), their means, and pooled
+per-task AUC; early stopping on the mean validation AUC with patience; final metrics of the best
+checkpoint on every split in ``metrics.json``. Checkpoints (orbax, :mod:`jaxrec.checkpoint`) every
+``checkpoint_every`` steps and at each evaluation; a rerun with the same workdir resumes.
+Data-parallel over a ``("data", "model")`` mesh from :mod:`jaxrec.sharding` (batch split over
+``data``, state replicated).
+
+Example::
+
+    cfg = load_config("configs/mdmt/saf.py:tiny")
+    result = run(cfg, "/tmp/saf_tiny")      # also writes /tmp/saf_tiny/metrics.json
+
+References: SAF, "Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation"
+(AAAI 2026), training procedure (alternating weight learning / model update); StableNet (CVPR
+2021); AdaTask (AAAI 2023); M3oE / Scenario-Wise-Rec evaluation protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxrec import checkpoint, metrics, sharding, stable
+from jaxrec.config import save_config
+from jaxrec.data import mdmt as mdmt_data
+from jaxrec.models import mdmt as mdmt_models
+from jaxrec.train.adatask import adatask
+from jaxrec.train.losses import bce_with_logits, group_losses
+
+__all__ = [
+    "ExperimentConfig",
+    "TrainState",
+    "Trainer",
+    "run",
+    "evaluate_predictions",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """One MDMT training run (one model, one seed)."""
+
+    data: str = "synthetic"  # jaxrec.data.mdmt.DATASETS name
+    data_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # loader kwargs
+    model: str = "saf"  # jaxrec.models.mdmt.MODELS name
+    model_config: mdmt_models.MDMTModelConfig | None = None  # None = the model's defaults
+    learning_rate: float = 1e-3  # Adam (lineage default)
+    batch_size: int = 2048  # global batch (divisible by the number of data devices)
+    eval_batch_size: int = 8192
+    epochs: int = 10  # upper bound on epochs
+    max_steps: int = 0  # > 0: stop after this many steps in total
+    eval_every: int = 0  # steps between validation evaluations; 0 = once per epoch
+    patience: int = 2  # stop after this many evaluations without a better mean val AUC
+    seed: int = 0  # model init, dropout and weight-learning keys; data shuffling
+    stable: stable.StableConfig = dataclasses.field(default_factory=stable.StableConfig)
+    stable_levels: tuple[str, ...] = ("bottom", "experts")  # feature levels that get weights
+    adatask: bool = False  # per-task Adam moments for the shared params
+    adatask_shared: tuple[str, ...] = ("embedding", "bottom")  # top-level modules that are shared
+    checkpoint_every: int = 500  # steps between checkpoints (also saved at every evaluation)
+    eval_splits: tuple[str, ...] = ("val", "test", "test_ood")  # final report (missing skipped)
+    mesh_data: int = -1  # devices on the mesh's data axis (-1 = all)
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self):
+        if self.model not in mdmt_models.MODELS:
+            raise KeyError(f"model={self.model!r}; known: {mdmt_models.MODELS.names()}")
+        cls = mdmt_models.MODELS.get(self.model)
+        if self.model_config is None:
+            object.__setattr__(self, "model_config", cls.Config())
+        elif not isinstance(self.model_config, cls.Config):
+            raise TypeError(
+                f"model_config is a {type(self.model_config).__name__}; model {self.model!r} "
+                f"needs {cls.Config.__name__}"
+            )
+        for name in ("batch_size", "eval_batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        object.__setattr__(self, "data_kwargs", dict(self.data_kwargs))
+
+
+TrainState = dict  # {"params", "batch_stats", "opt_state", "memory", "step", "key"}: a pytree
+
+
+def _shared_predicate(names: tuple[str, ...]) -> Callable[[tuple[str, ...], Any], bool]:
+    return lambda path, _: bool(path) and path[0] in names
+
+
+class Trainer:
+    """Builds the model, optimiser and jitted steps for one :class:`ExperimentConfig`.
+
+    Attributes:
+      graphdef, rest: the NNX graph and non-param, non-batch-stat state of the model.
+      train_step: jitted ``(state, batch) -> (state, metrics)`` with ``state`` donated.
+      predict: jitted ``(params, batch_stats, batch) -> probs [B, T]`` (eval mode).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, schema: mdmt_data.MDMTSchema, mesh=None):
+        self.cfg = cfg
+        self.schema = schema
+        self.mesh = mesh if mesh is not None else sharding.make_mesh(data=cfg.mesh_data)
+        n_data = self.mesh.shape["data"]
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(cfg, name) % n_data:
+                raise ValueError(
+                    f"{name}={getattr(cfg, name)} is not divisible by {n_data} devices"
+                )
+
+        def build(key=None):
+            key = jax.random.key(0) if key is None else key
+            return mdmt_models.create(
+                cfg.model, schema, cfg.model_config, rngs=nnx.Rngs(params=key)
+            )
+
+        self._build = build
+        model = nnx.eval_shape(build)  # shapes only; parameters are made in `init_state`
+        self.graphdef, _, _, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        if jax.tree.leaves(self.rest):
+            raise ValueError(
+                f"model {cfg.model!r} holds state other than Param/BatchStat: {self.rest}"
+            )
+        self.num_tasks, self.num_domains = schema.num_tasks, schema.num_domains
+        if cfg.adatask:
+            self.tx = adatask(
+                cfg.learning_rate, self.num_tasks, _shared_predicate(cfg.adatask_shared)
+            )
+        else:
+            self.tx = optax.adam(cfg.learning_rate)
+        self.levels = self._stable_levels(model) if cfg.stable.enabled else ()
+        self._replicated = sharding.named_sharding(self.mesh, ())
+        self.train_step = jax.jit(
+            self._train_step, donate_argnums=0, out_shardings=(self._replicated, self._replicated)
+        )
+        self.predict = jax.jit(self._predict)
+        self._init_jit = jax.jit(self._init, out_shardings=self._replicated)
+
+    def _stable_levels(self, model) -> tuple[tuple[str, int], ...]:
+        dummy = {
+            "sparse": np.zeros((2, self.schema.num_sparse), np.int32),
+            "dense": np.zeros((2, self.schema.num_dense), np.float32),
+            "domain": np.zeros((2,), np.int32),
+        }
+        shapes = nnx.eval_shape(lambda m: m(dummy, train=False)["features"], model)
+        missing = [lv for lv in self.cfg.stable_levels if lv not in shapes]
+        if missing or not self.cfg.stable_levels:
+            raise ValueError(
+                f"stable_levels={self.cfg.stable_levels}: model {self.cfg.model!r} exposes feature "
+                f"levels {sorted(shapes)}; missing {missing} (or disable stable learning)"
+            )
+        return tuple((lv, int(shapes[lv].shape[-1])) for lv in self.cfg.stable_levels)
+
+    # ------------------------------------------------------------------------------------ state
+    def init_state(self, seed: int = 0) -> TrainState:
+        """The initial train state for ``seed``, built by one compiled function (shared by all
+        seeds) and replicated on the mesh. ``state["key"]`` drives dropout and weight learning."""
+        return self._init_jit(jax.random.key(seed))
+
+    def _init(self, key) -> TrainState:
+        k_init, k_train = jax.random.split(key)
+        params, batch_stats = nnx.split(self._build(k_init), nnx.Param, nnx.BatchStat, ...)[1:3]
+        memory = {lv: stable.init_memory(self.cfg.batch_size, d) for lv, d in self.levels}
+        return {
+            "params": params,
+            "batch_stats": batch_stats,
+            "opt_state": self.tx.init(params),
+            "memory": memory,
+            "step": jnp.zeros([], jnp.int32),
+            "key": k_train,
+        }
+
+    # ------------------------------------------------------------------------------ jitted fns
+    def _forward(self, params, batch_stats, batch, *, train: bool, key=None):
+        model = nnx.merge(self.graphdef, params, batch_stats, self.rest, copy=True)
+        out = model(batch, train=train, key=key)
+        return out, nnx.state(model, nnx.BatchStat)
+
+    def sample_weights(self, features: dict, memory: dict, mask_b, key):
+        """Loss weights ``prod_level w^level`` (mean 1 over real rows) and the new memories."""
+        weight_b = mask_b
+        new_memory, info = dict(memory), {}
+        for i, (lv, _) in enumerate(self.levels):
+            w_b, new_memory[lv], lv_info = stable.reweight(
+                jax.lax.stop_gradient(features[lv]),
+                memory[lv],
+                jax.random.fold_in(key, i),
+                self.cfg.stable,
+                mask_n=mask_b,
+            )
+            weight_b = weight_b * w_b
+            info.update({f"{lv}/{k}": v for k, v in lv_info.items()})
+        weight_b = weight_b * mask_b.sum() / jnp.maximum(weight_b.sum(), 1e-12)
+        return weight_b, new_memory, info
+
+    def _train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        cfg = self.cfg
+        key = jax.random.fold_in(state["key"], state["step"])
+        k_drop, k_w = jax.random.split(key)
+        mask_b = batch["mask"].astype(jnp.float32)
+
+        def forward(params):
+            out, new_stats = self._forward(
+                params, state["batch_stats"], batch, train=True, key=k_drop
+            )
+            return bce_with_logits(out["logits"], batch["labels"]), (out["features"], new_stats)
+
+        bce_bt, pullback, (features, new_stats) = jax.vjp(forward, state["params"], has_aux=True)
+        if self.levels:
+            weight_b, memory, info = self.sample_weights(features, state["memory"], mask_b, k_w)
+        else:
+            weight_b, memory, info = mask_b, state["memory"], {}
+
+        def loss_t_of(bce):  # [B, T] -> [T]
+            return group_losses(bce, batch["domain"], weight_b, self.num_domains)[0].sum(axis=1)
+
+        loss_t, loss_pullback = jax.vjp(loss_t_of, bce_bt)
+        if cfg.adatask:  # per-task gradients: leaves [T, ...]
+            eye_tt = jnp.eye(self.num_tasks, dtype=jnp.float32)
+            dbce_tbt = jax.vmap(lambda c: loss_pullback(c)[0])(eye_tt)
+            grads = jax.vmap(lambda c: pullback(c)[0])(dbce_tbt)
+        else:
+            (dbce_bt,) = loss_pullback(jnp.ones_like(loss_t))
+            (grads,) = pullback(dbce_bt)
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            "params": optax.apply_updates(state["params"], updates),
+            "batch_stats": new_stats,
+            "opt_state": opt_state,
+            "memory": memory,
+            "step": state["step"] + 1,
+            "key": state["key"],
+        }
+        n_real = jnp.maximum(mask_b.sum(), 1.0)
+        ess = weight_b.sum() ** 2 / jnp.maximum((weight_b**2).sum(), 1e-12) / n_real
+        out = {"loss": loss_t.sum(), "loss_t": loss_t, "ess_frac": ess, **info}
+        return new_state, out
+
+    def _predict(self, params, batch_stats, batch):
+        out, _ = self._forward(params, batch_stats, batch, train=False)
+        return jax.nn.sigmoid(out["logits"].astype(jnp.float32))
+
+    # -------------------------------------------------------------------------------- host loops
+    def predict_split(self, params, batch_stats, split: mdmt_data.MDMTSplit) -> np.ndarray:
+        """``[N, T]`` predicted probabilities on a split (eval mode, fixed padded batches)."""
+        probs = []
+        for batch in mdmt_data.batches(split, self.cfg.eval_batch_size, shuffle=False):
+            n = int(batch["mask"].sum())
+            p = self.predict(params, batch_stats, sharding.shard_batch(batch, self.mesh))
+            probs.append(np.asarray(jax.device_get(p))[:n])
+        if not probs:
+            return np.zeros((0, self.num_tasks), np.float32)
+        return np.concatenate(probs)
+
+
+def evaluate_predictions(
+    schema: mdmt_data.MDMTSchema, split: mdmt_data.MDMTSplit, probs_nt: np.ndarray
+) -> dict[str, Any]:
+    """Per (domain, task) AUC and logloss, their means over the non-NaN groups, pooled per-task
+    AUC and logloss.
+
+    Returns:
+      ``{"auc": {task: {domain: v}}, "logloss": {...}, "mean_auc", "mean_logloss",
+      "pooled_auc": {task: v}, "pooled_logloss": {task: v}, "count": {domain: n}}``.
+    """
+    labels_nt = np.asarray(split.labels)
+    domain_n = np.asarray(split.domain)
+    res: dict[str, Any] = {"auc": {}, "logloss": {}, "pooled_auc": {}, "pooled_logloss": {}}
+    for t, task in enumerate(schema.task_names):
+        res["auc"][task], res["logloss"][task] = {}, {}
+        for d, dom in enumerate(schema.domain_names):
+            m = domain_n == d
+            res["auc"][task][dom] = metrics.auc(labels_nt[m, t], probs_nt[m, t])
+            res["logloss"][task][dom] = metrics.logloss(labels_nt[m, t], probs_nt[m, t])
+        res["pooled_auc"][task] = metrics.auc(labels_nt[:, t], probs_nt[:, t])
+        res["pooled_logloss"][task] = metrics.logloss(labels_nt[:, t], probs_nt[:, t])
+    for name in ("auc", "logloss"):
+        vals = [v for per_d in res[name].values() for v in per_d.values() if not math.isnan(v)]
+        res[f"mean_{name}"] = float(np.mean(vals)) if vals else math.nan
+    res["count"] = {dom: int((domain_n == d).sum()) for d, dom in enumerate(schema.domain_names)}
+    return res
+
+
+def _nan_to_none(x):
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def _scalars(tree: dict) -> dict[str, float]:
+    out = {}
+    for k, v in tree.items():
+        a = np.asarray(v)
+        if a.ndim == 0:
+            out[k] = float(a)
+        else:
+            out.update({f"{k}/{i}": float(x) for i, x in enumerate(a.ravel())})
+    return out
+
+
+_STEP_FIELDS = (
+    "model",
+    "model_config",
+    "learning_rate",
+    "batch_size",
+    "eval_batch_size",
+    "stable",
+    "stable_levels",
+    "adatask",
+    "adatask_shared",
+)
+
+
+def _check_compatible(trainer: Trainer, cfg: ExperimentConfig, schema) -> None:
+    diff = [f for f in _STEP_FIELDS if getattr(trainer.cfg, f) != getattr(cfg, f)]
+    if diff or trainer.schema != schema:
+        raise ValueError(
+            f"the given Trainer was built for a different experiment: fields {diff} differ"
+            + ("" if trainer.schema == schema else " and so does the data schema")
+        )
+
+
+def run(
+    cfg: ExperimentConfig, workdir: str | Path, *, dataset=None, trainer: Trainer | None = None
+) -> dict[str, Any]:
+    """Trains ``cfg.model`` on ``cfg.data``, early-stopping on mean validation AUC; resumes from
+    ``workdir/ckpt``; writes ``config.json``, ``metrics.jsonl`` (one line per evaluation) and
+    ``metrics.json`` (best checkpoint on ``cfg.eval_splits``). Returns the metrics.json dict.
+
+    Args:
+      cfg: the experiment.
+      workdir: output folder (created).
+      dataset: an already loaded :class:`MDMTDataset` (else ``mdmt_data.load(cfg.data, ...)``).
+      trainer: a :class:`Trainer` to reuse (its compiled steps) across seeds or loop settings;
+        its config must agree with ``cfg`` on everything the compiled functions depend on.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, workdir)
+    ds = dataset if dataset is not None else mdmt_data.load(cfg.data, **cfg.data_kwargs)
+    ds.validate()
+    schema, train = ds.schema, ds["train"]
+    if "val" not in ds.splits:
+        raise KeyError(f"data set {cfg.data!r} has no 'val' split (have {sorted(ds.splits)})")
+    if trainer is None:
+        trainer = Trainer(cfg, schema)
+    else:
+        _check_compatible(trainer, cfg, schema)
+    steps_per_epoch = mdmt_data.num_batches(train, cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps > 0:
+        total = min(total, cfg.max_steps)
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    state = trainer.init_state(cfg.seed)
+    best_path = workdir / "best_params.safetensors"
+    best = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    meta = {"best_auc": -math.inf, "best_step": 0, "bad_evals": 0, "stopped": False}
+    ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=2)
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        meta.update({k: v for k, v in ckpt.metadata().items() if k in meta})
+        if best_path.is_file():
+            best = checkpoint.load_params(best_path, target=best)
+        log.info("resumed %s at step %d", workdir, int(state["step"]))
+
+    jsonl = (workdir / "metrics.jsonl").open("a")
+    step = int(state["step"])
+    bar = tqdm(total=total, initial=step, disable=not cfg.progress, desc=f"{cfg.model}")
+    t0, running = time.perf_counter(), []
+    try:
+        while step < total and not meta["stopped"]:
+            epoch, offset = divmod(step, steps_per_epoch)
+            it = mdmt_data.batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+            for i, batch in enumerate(it):
+                if i < offset:
+                    continue
+                state, out = trainer.train_step(state, sharding.shard_batch(batch, trainer.mesh))
+                step += 1
+                running.append(out)
+                bar.update(1)
+                if step % eval_every == 0 or step == total:
+                    train_stats = _scalars(jax.tree.map(lambda *x: np.mean(x, 0), *running))
+                    running = []
+                    bar.set_postfix(loss=f"{train_stats['loss']:.4f}")
+                    val = evaluate_predictions(
+                        schema,
+                        ds["val"],
+                        trainer.predict_split(state["params"], state["batch_stats"], ds["val"]),
+                    )
+                    better = val["mean_auc"] > meta["best_auc"]
+                    if better:
+                        meta.update(best_auc=val["mean_auc"], best_step=step, bad_evals=0)
+                        best = jax.device_get(
+                            {"params": state["params"], "batch_stats": state["batch_stats"]}
+                        )
+                        checkpoint.save_params(best_path, best)
+                    else:
+                        meta["bad_evals"] += 1
+                        meta["stopped"] = meta["bad_evals"] >= cfg.patience
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "train": train_stats,
+                        "val": _nan_to_none(val),
+                        "best_step": meta["best_step"],
+                    }
+                    jsonl.write(json.dumps(record) + "\n")
+                    jsonl.flush()
+                    ckpt.save(step, state, metadata=meta, force=True)
+                    if meta["stopped"]:
+                        break
+                else:
+                    ckpt.save(step, state, metadata=meta, every=cfg.checkpoint_every)
+                if step >= total:
+                    break
+    finally:
+        bar.close()
+        jsonl.close()
+        ckpt.close()
+    train_s = time.perf_counter() - t0
+
+    result: dict[str, Any] = {
+        "model": cfg.model,
+        "data": cfg.data,
+        "seed": cfg.seed,
+        "steps": step,
+        "best_step": meta["best_step"],
+        "best_val_mean_auc": meta["best_auc"],
+        "early_stopped": bool(meta["stopped"]),
+        "train_seconds_this_run": train_s,
+        "splits": {},
+    }
+    for name in cfg.eval_splits:
+        if name in ds.splits:
+            probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])
+            result["splits"][name] = evaluate_predictions(schema, ds[name], probs)
+    result = _nan_to_none(result)
+    (workdir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,76 @@
+"""Shared tiny configs and models for the text-encoder tests."""
+
+import pytest
+
+from jaxrec.models import text
+
+
+def tiny_config(model_type: str, **kw) -> text.TextEncoderConfig:
+    """A 2-block encoder small enough to compile in a second."""
+    longformer = model_type in ("longformer", "recformer")
+    base = dict(
+        model_type=model_type,
+        vocab_size=61,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=40 if model_type == "bert" else 42,
+        type_vocab_size=4 if model_type == "recformer" else 2,
+        layer_norm_eps=1e-5,
+        pad_token_id=0 if model_type == "bert" else 1,
+        attention_window=(4, 8) if longformer else (),
+        max_item_embeddings=7 if model_type == "recformer" else 0,
+    )
+    base.update(kw)
+    return text.TextEncoderConfig(**base)
+
+
+def tiny_encoder(model_type: str, seed: int = 0, **kw) -> text.TextEncoder:
+    return text.init_encoder(tiny_config(model_type, **kw), seed)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoders():
+    """One tiny encoder per model type (shared by the tests of a module)."""
+    return {t: tiny_encoder(t, seed=i) for i, t in enumerate(text.MODEL_TYPES)}
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    try:
+        return text.minilm_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm_dir):
+    return text.load_tokenizer(minilm_dir)
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to chr(256 + n)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable} | {b: chr(256 + n) for n, b in enumerate(extra)}
+    return [table[b] for b in range(256)]
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory):
+    """A byte-level BPE (RoBERTa) tokenizer built locally: 256 byte symbols, a few merges."""
+    import json
+
+    from transformers import RobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("bpe")
+    symbols = ["<s>", "<pad>", "</s>", "<unk>", *_byte_symbols()]
+    merges = [("t", "i"), ("ti", "t"), ("l", "e"), ("tit", "le"), ("Ġ", "r"), ("Ġr", "e")]
+    symbols += ["".join(m) for m in merges]
+    symbols.append("<mask>")
+    (folder / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(symbols)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
+    tok = RobertaTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tok.save_pretrained(folder)
+    return text.load_tokenizer(folder)
