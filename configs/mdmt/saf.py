@@ -55,6 +55,7 @@ def get_config(arg=None):
                 batch_size=256,
                 eval_batch_size=1024,
                 epochs=2,
+                learning_rate=1e-2,  # few steps on tiny data: a larger step than the paper's 1e-3
                 progress=False,
             )
         elif token == "ml1m":

@@ -255,11 +255,12 @@ class Experiment:
         tvs = [merging.task_vector(m, base) for m in models]
         if cfg.learn_init == "ties":
             ties_kw = parse_hparams(cfg.merge_hparams).get("ties", {})
-            tvs = merging.ties_task_vectors(tvs, density=ties_kw.get("density", 0.2))
+            tvs = merging.ties_task_vectors(  # stacked, disjoint mean folded in
+                tvs, density=ties_kw.get("density", 0.2),
+                granularity=ties_kw.get("granularity", "model"))
             init = ties_kw.get("scale", 1.0)
         else:
-            init = cfg.learn.init
-        tvs = merging.stack(tvs)
+            tvs, init = merging.stack(tvs), cfg.learn.init
         teacher_knh, item_mask_kn = learn.pad_tables(teachers)
         pseudo = learn.PseudoUsers(
             tokens={

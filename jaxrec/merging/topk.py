@@ -188,15 +188,15 @@ def _search(count_fn, target, lo, hi, c_lo, c_hi, first_probes):
     n0 = (c_lo - c_hi).astype(jnp.float32)
     z0 = jnp.full(lo.shape, 2.0, jnp.float32)
     state = (lo, hi, c_lo, c_hi, n0, jnp.zeros_like(lo, bool), z0, jnp.int32(0))
-    state = update(state, first_probes)
 
     def cond(state):
         lo, hi, c_lo, *_, passes = state
         return jnp.any(active(lo, hi, c_lo)) & (passes < _MAX_PASSES)
 
-    def body(state):
-        lo, hi, c_lo, c_hi, _, slow, z, _ = state
-        return update(state, interp_probes(lo, hi, c_lo, c_hi, slow, z))
+    def body(state):  # count_fn is traced once: the first pass uses ``first_probes``
+        lo, hi, c_lo, c_hi, _, slow, z, passes = state
+        probes = interp_probes(lo, hi, c_lo, c_hi, slow, z)
+        return update(state, jnp.where(passes == 0, first_probes, probes))
 
     lo, hi, c_lo, c_hi, *_, passes = jax.lax.while_loop(cond, body, state)
     if _DEBUG:
@@ -274,10 +274,9 @@ def _thresholds(groups: _Groups, k_kg: np.ndarray, magnitude: bool) -> tuple[Arr
             eq = _as_key(x, magnitude) == _bcast(t[:, g], x.ndim)
             idx = groups.flat_index(i)[None]
             q_kj = probes_kgj[:, g].astype(jnp.int32)
-            axes = tuple(range(1, x.ndim))
             return jnp.stack(
                 [
-                    jnp.sum(eq & (idx >= _bcast(q_kj[:, j], x.ndim)), axis=axes, dtype=jnp.int32)
+                    _exact_sum((eq & (idx >= _bcast(q_kj[:, j], x.ndim))).astype(jnp.float32))
                     for j in range(q_kj.shape[1])
                 ],
                 axis=1,
@@ -310,7 +309,7 @@ def top_k_masks(
     leaves: Sequence[Array],
     density: float | None = None,
     *,
-    k: int | None = None,
+    k: int | Sequence[int] | None = None,
     granularity: str = "model",
     magnitude: bool = True,
 ) -> list[Array]:
@@ -318,30 +317,21 @@ def top_k_masks(
 
     Args:
       leaves: arrays with a shared leading task axis K (one per parameter tensor).
-      density: keep ``int(density * P)`` entries per task, P = entries per group (whole model
-        for granularity "model", each leaf for "tensor"). Exactly one of density / k.
-      k: keep exactly ``k`` entries per task (granularity "model" only).
+      density: keep ``int(density * P)`` entries per task, P = entries per group (the whole
+        model for granularity "model", each leaf for "tensor"). Exactly one of density / k.
+      k: keep exactly ``k`` entries per task: an int for "model", one int per leaf for "tensor".
       granularity: "model" (global over all leaves) or "tensor" (per leaf).
       magnitude: rank by ``|x|`` (True) or by signed value (False).
 
     Returns:
       One bool array per leaf, same shapes; per task and group exactly ``min(k, P)`` True,
-      ties at the threshold broken by lowest flat index (a stable descending argsort).
+      ties at the threshold broken by the lowest flat index (a stable descending argsort).
 
     References:
       Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023.
     """
     groups = _Groups(leaves, granularity)
-    if (density is None) == (k is None):
-        raise ValueError("pass exactly one of density or k")
-    if density is not None:
-        k_g = np.array([int(density * n) for n in groups.sizes], np.int64)
-    else:
-        if granularity != "model":
-            raise ValueError("k= is only defined for granularity='model'; use density=")
-        k_g = np.array([min(int(k), groups.sizes[0])], np.int64)
-    k_kg = np.broadcast_to(np.minimum(k_g, groups.sizes), (groups.num_tasks, groups.num_groups))
-    t_kg, q_kg = _thresholds(groups, k_kg, magnitude)
+    t_kg, q_kg = _thresholds(groups, _k_per_group(groups, density, k), magnitude)
     masks = []
     for i, x in enumerate(groups.leaves):
         g = groups.group_of[i]
@@ -349,3 +339,39 @@ def top_k_masks(
         tie_ok = groups.flat_index(i)[None] < _bcast(q_kg[:, g], x.ndim)
         masks.append((key > t) | ((key == t) & tie_ok))
     return masks
+
+
+def kth_largest(leaves: Sequence[Array], k: int, *, magnitude: bool = True) -> Array:
+    """Per task, the k-th largest value (of ``|x|`` if ``magnitude``) over all leaves: [K].
+
+    ``k`` counts from 1 (k = 1 is the maximum); an order statistic without sorting.
+    """
+    groups = _Groups(leaves, "model")
+    if not 1 <= k <= groups.sizes[0]:
+        raise ValueError(f"k must be in [1, {groups.sizes[0]}], got {k}")
+    t_kg, _ = _thresholds(groups, _k_per_group(groups, None, k), magnitude)
+    # t is any key with count(key >= t) == k (or the tied k-th key): snap to the smallest
+    # selected value, which is the k-th largest.
+    mins = []
+    for x in groups.leaves:
+        sel = _as_key(x, magnitude) >= _bcast(t_kg[:, 0], x.ndim)
+        val = jnp.abs(x) if magnitude else x
+        mins.append(jnp.min(jnp.where(sel, val, jnp.inf).reshape(x.shape[0], -1), axis=1))
+    return jnp.min(jnp.stack(mins), axis=0)
+
+
+def _k_per_group(groups: _Groups, density, k) -> np.ndarray:
+    if (density is None) == (k is None):
+        raise ValueError("pass exactly one of density or k")
+    if density is not None:
+        k_g = [int(density * n) for n in groups.sizes]
+    elif np.ndim(k) == 0:
+        if groups.num_groups != 1:
+            raise ValueError("an int k needs granularity='model'; pass one k per leaf")
+        k_g = [int(k)]
+    else:
+        k_g = [int(v) for v in k]
+        if len(k_g) != groups.num_groups:
+            raise ValueError(f"need {groups.num_groups} values of k (one per group), got {len(k_g)}")
+    k_g = np.clip(np.asarray(k_g, np.int64), 0, groups.sizes)
+    return np.broadcast_to(k_g, (groups.num_tasks, groups.num_groups))

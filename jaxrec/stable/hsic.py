@@ -53,7 +53,11 @@ def hsic_stablenet(z_ndk: jax.Array, p_n: jax.Array) -> jax.Array:
 
     References: StableNet (CVPR 2021).
     """
-    z_knd = jnp.transpose(z_ndk, (2, 0, 1))
+    return hsic_stablenet_knd(jnp.transpose(z_ndk, (2, 0, 1)), p_n)
+
+
+def hsic_stablenet_knd(z_knd: jax.Array, p_n: jax.Array) -> jax.Array:
+    """:func:`hsic_stablenet` on RFF features laid out [K, N, D]."""
     mu_kd = jnp.einsum("n,knd->kd", p_n, z_knd)
     c_kde = jnp.einsum("knd,kne->kde", z_knd * p_n[None, :, None], z_knd)
     c_kde = c_kde - mu_kd[:, :, None] * mu_kd[:, None, :]
@@ -78,21 +82,33 @@ def hsic_paper(z_ndk: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = Non
 
     References: SAF (AAAI 2026).
     """
-    n, d, k = z_ndk.shape
-    z_nf = z_ndk.reshape(n, d * k)
+    return hsic_paper_knd(jnp.transpose(z_ndk, (2, 0, 1)), p_n, valid_n)
+
+
+def hsic_paper_knd(z_knd: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None):
+    """:func:`hsic_paper` on RFF features laid out [K, N, D]."""
+    k, n, d = z_knd.shape
+    z_nf = jnp.transpose(z_knd, (1, 0, 2)).reshape(n, k * d)
     v_n = jnp.ones((n,), z_nf.dtype) if valid_n is None else valid_n.astype(z_nf.dtype)
     mean_f = (v_n @ z_nf) / jnp.maximum(v_n.sum(), 1.0)
     m_ff = (z_nf * p_n[:, None]).T @ (z_nf - mean_f)
-    block_dd = jnp.sum((m_ff**2).reshape(d, k, d, k), axis=(1, 3))
+    block_dd = jnp.sum((m_ff**2).reshape(k, d, k, d), axis=(0, 2))
     return jnp.sum(block_dd) - jnp.trace(block_dd)
 
 
 def weighted_hsic(
     z_ndk: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None, form: HSICForm = "paper"
 ) -> jax.Array:
-    """Dispatches to :func:`hsic_paper` or :func:`hsic_stablenet`."""
+    """Dispatches to :func:`hsic_paper` or :func:`hsic_stablenet` (z [N, D, K])."""
+    return weighted_hsic_knd(jnp.transpose(z_ndk, (2, 0, 1)), p_n, valid_n, form)
+
+
+def weighted_hsic_knd(
+    z_knd: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None, form: HSICForm = "paper"
+) -> jax.Array:
+    """:func:`weighted_hsic` on RFF features laid out [K, N, D]."""
     if form == "paper":
-        return hsic_paper(z_ndk, p_n, valid_n)
+        return hsic_paper_knd(z_knd, p_n, valid_n)
     if form == "stablenet":
-        return hsic_stablenet(z_ndk, p_n)
+        return hsic_stablenet_knd(z_knd, p_n)
     raise ValueError(f"hsic form must be 'paper' or 'stablenet', got {form!r}")

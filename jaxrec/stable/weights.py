@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.stable.hsic import HSICForm, weighted_hsic
-from jaxrec.stable.rff import RFFKind, rff_features
+from jaxrec.stable.hsic import HSICForm, weighted_hsic_knd
+from jaxrec.stable.rff import RFFKind, rff_features_knd
 
 __all__ = [
     "StableConfig",
@@ -162,8 +162,8 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
         x_all = _standardize(x_all, valid_all)
 
     def hsic_of(p_all, step_key):
-        z = rff_features(x_all, step_key, cfg.num_rff, cfg.rff_kind)
-        return weighted_hsic(z, p_all, valid_all, cfg.hsic_form)
+        z_knd = rff_features_knd(x_all, step_key, cfg.num_rff, cfg.rff_kind)
+        return weighted_hsic_knd(z_knd, p_all, valid_all, cfg.hsic_form)
 
     def loss_fn(logits_n, step_key):
         p_all = _masked_softmax(jnp.concatenate([logits_n, mem_logits_m]), valid_all)
@@ -186,13 +186,13 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
     logits, _ = jax.lax.fori_loop(0, cfg.inner_steps, body, (logits0, opt.init(logits0)))
     # Diagnostics on the batch rows only, one shared RFF draw not used by the inner steps.
     eval_key = jax.random.fold_in(key, cfg.inner_steps)
-    z = rff_features(jnp.where(valid_n[:, None] > 0, x_all[:n], 0.0), eval_key, cfg.num_rff,
-                     cfg.rff_kind)
+    z = rff_features_knd(jnp.where(valid_n[:, None] > 0, x_all[:n], 0.0), eval_key, cfg.num_rff,
+                         cfg.rff_kind)
     uniform_n = valid_n / jnp.maximum(valid_n.sum(), 1.0)
     q_n = _masked_softmax(logits, valid_n)
     info = {
-        "hsic_before": weighted_hsic(z, uniform_n, valid_n, cfg.hsic_form),
-        "hsic_after": weighted_hsic(z, q_n, valid_n, cfg.hsic_form),
+        "hsic_before": weighted_hsic_knd(z, uniform_n, valid_n, cfg.hsic_form),
+        "hsic_after": weighted_hsic_knd(z, q_n, valid_n, cfg.hsic_form),
     }
     return logits, info
 

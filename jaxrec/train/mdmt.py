@@ -117,6 +117,7 @@ class Trainer:
     Attributes:
       graphdef, rest: the NNX graph and non-param, non-batch-stat state of the model.
       train_step: jitted ``(state, batch) -> (state, metrics)`` with ``state`` donated.
+      step_traces: how many times ``train_step`` was traced (1 = no recompiles).
       predict: jitted ``(params, batch_stats, batch) -> probs [B, T]`` (eval mode).
     """
 
@@ -157,6 +158,7 @@ class Trainer:
             self._train_step, donate_argnums=0, out_shardings=(self._replicated, self._replicated)
         )
         self.predict = jax.jit(self._predict)
+        self.step_traces = 0
         self._init_jit = jax.jit(self._init, out_shardings=self._replicated)
 
     def _stable_levels(self, model) -> tuple[tuple[str, int], ...]:
@@ -217,6 +219,7 @@ class Trainer:
         return weight_b, new_memory, info
 
     def _train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        self.step_traces += 1  # Python side effect: runs once per trace (recompile guard)
         cfg = self.cfg
         key = jax.random.fold_in(state["key"], state["step"])
         k_drop, k_w = jax.random.split(key)
@@ -379,14 +382,15 @@ def run(
 
     state = trainer.init_state(cfg.seed)
     best_path = workdir / "best_params.safetensors"
-    best = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    meta = {"best_auc": -math.inf, "best_step": 0, "bad_evals": 0, "stopped": False}
+    best = None  # host copy of the best {"params", "batch_stats"} so far
+    meta = {"best_auc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
     ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=2)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         meta.update({k: v for k, v in ckpt.metadata().items() if k in meta})
         if best_path.is_file():
-            best = checkpoint.load_params(best_path, target=best)
+            target = {"params": state["params"], "batch_stats": state["batch_stats"]}
+            best = jax.device_get(checkpoint.load_params(best_path, target=target))
         log.info("resumed %s at step %d", workdir, int(state["step"]))
 
     jsonl = (workdir / "metrics.jsonl").open("a")
@@ -413,7 +417,10 @@ def run(
                         ds["val"],
                         trainer.predict_split(state["params"], state["batch_stats"], ds["val"]),
                     )
-                    better = val["mean_auc"] > meta["best_auc"]
+                    auc = val["mean_auc"]
+                    better = not math.isnan(auc) and (
+                        meta["best_auc"] is None or auc > meta["best_auc"]
+                    )
                     if better:
                         meta.update(best_auc=val["mean_auc"], best_step=step, bad_evals=0)
                         best = jax.device_get(
@@ -456,6 +463,8 @@ def run(
         "train_seconds_this_run": train_s,
         "splits": {},
     }
+    if best is None:  # no evaluation improved (e.g. NaN AUCs): report the last state
+        best = {"params": state["params"], "batch_stats": state["batch_stats"]}
     for name in cfg.eval_splits:
         if name in ds.splits:
             probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])

@@ -53,7 +53,7 @@ def test_resume_after_interruption_gives_identical_result(setup, tmp_path, monke
 
         def wrapped(*args):
             calls["n"] += 1
-            if calls["n"] == 7:  # crash mid-epoch, after the checkpoint at step 4
+            if calls["n"] == 10:  # crash in epoch 1, after the mid-epoch checkpoint at step 8
                 raise KeyboardInterrupt
             return step(*args)
 
@@ -63,11 +63,10 @@ def test_resume_after_interruption_gives_identical_result(setup, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(bb, [dom], CFG, tmp_path / "crash")
     monkeypatch.setattr(ft, "make_train_step", real)
-    assert checkpoint.Checkpointer(tmp_path / "crash" / "ckpt").latest_step() == 4
+    ck = checkpoint.Checkpointer(tmp_path / "crash" / "ckpt")
+    assert ck.latest_step() == 8 and ck.metadata()["batch"] > 0  # resumes mid-epoch
+    ck.close()
     resumed = ft.finetune(bb, [dom], CFG, tmp_path / "crash")
-    for a, b in zip(np.asarray(full["embeddings"]["word"]["embedding"][...]).ravel()[:50],
-                    np.asarray(resumed["embeddings"]["word"]["embedding"][...]).ravel()[:50]):
-        assert a == b
     import jax
 
     for x, y in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):

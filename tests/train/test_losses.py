@@ -11,8 +11,8 @@ from jaxrec.train.losses import bce_with_logits, group_losses, task_losses
 
 
 def np_bce(z, y):
-    p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    z = z.astype(np.float64)
+    return np.logaddexp(0.0, z) - z * y  # -y log(sigmoid z) - (1 - y) log(1 - sigmoid z)
 
 
 def np_task_losses(z_bt, y_bt, dom_b, w_b, num_domains):

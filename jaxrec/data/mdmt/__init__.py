@@ -5,7 +5,8 @@
 - ``synthetic``: seeded benchmark with causal/spurious ground truth (``make_synthetic``).
 - ``aliccp``: Scenario-Wise-Rec / torch-rechub CSV layout (23 sparse + 8 dense fields).
 - ``aliccp_aitm``: AITM's 18-field layout.
-- ``aliccp_raw``: memory-mapped arrays written by ``scripts/preprocess_aliccp.py``.
+  Both Ali-CCP loaders also open a memory-mapped columnar store (``meta.json``), e.g. the one
+  ``scripts/preprocess_aliccp.py`` writes from the raw Tianchi files (AITM layout).
 - ``movielens_1m``: MovieLens-1M as M3oE uses it (domains = user age groups).
 
 References: SAF (AAAI 2026); M3oE (SIGIR 2024); Ali-CCP (ESMM, SIGIR 2018); AITM (KDD 2021).
@@ -13,6 +14,9 @@ References: SAF (AAAI 2026); M3oE (SIGIR 2024); Ali-CCP (ESMM, SIGIR 2018); AITM
 
 from __future__ import annotations
 
+from jaxrec.data.mdmt.aliccp import load_aliccp, load_aliccp_aitm, preprocess_raw
+from jaxrec.data.mdmt.columnar import open_store
+from jaxrec.data.mdmt.movielens import load_movielens_1m
 from jaxrec.data.mdmt.schema import MDMTDataset, MDMTSchema, MDMTSplit, batches, num_batches
 from jaxrec.data.mdmt.synthetic import SyntheticConfig, make_synthetic
 from jaxrec.registry import Registry
@@ -25,12 +29,20 @@ __all__ = [
     "SyntheticConfig",
     "batches",
     "load",
+    "load_aliccp",
+    "load_aliccp_aitm",
+    "load_movielens_1m",
     "make_synthetic",
     "num_batches",
+    "open_store",
+    "preprocess_raw",
 ]
 
 DATASETS: Registry = Registry("mdmt data set")
 DATASETS.register("synthetic")(make_synthetic)
+DATASETS.register("aliccp")(load_aliccp)
+DATASETS.register("aliccp_aitm")(load_aliccp_aitm)
+DATASETS.register("movielens_1m")(load_movielens_1m)
 
 
 def load(name: str, **kwargs) -> MDMTDataset:

@@ -30,10 +30,16 @@ def tiny_encoder(model_type: str, seed: int = 0, **kw) -> text.TextEncoder:
     return text.init_encoder(tiny_config(model_type, **kw), seed)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_encoders():
-    """One tiny encoder per model type (shared by the tests of a module)."""
+    """One tiny encoder per model type (shared by all text tests)."""
     return {t: tiny_encoder(t, seed=i) for i, t in enumerate(text.MODEL_TYPES)}
+
+
+@pytest.fixture(scope="session")
+def encode_fns(tiny_encoders):
+    """Jitted ``(fn, params)`` per model type, so each compiles once per input shape."""
+    return {t: text.make_encode_fn(e) for t, e in tiny_encoders.items()}
 
 
 @pytest.fixture(scope="session")

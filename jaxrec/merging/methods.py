@@ -1,0 +1,439 @@
+"""Training-free merge methods over stacked task vectors, and the ``merge`` entry point.
+
+Every method is a pure function ``fn(base, tvs, **hparams) -> merged`` where ``tvs`` is a
+stacked pytree (leaves ``[K, *base_leaf.shape]``, ``tvs[k] = theta_k - theta_base``); hyper-
+parameters are Python values (static under jit) except the PRNG ``key``. Math is float32; the
+result has the structure and dtypes of ``base``. ``merge(name, base, finetuned, **hparams)``
+validates the inputs and runs the method jitted (compiled once per method and hyper-parameters).
+
+References:
+    See each method's docstring.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxrec.merging import topk
+from jaxrec.merging.tree import (
+    PyTree,
+    as_stacked,
+    check_compatible,
+    check_finite,
+    num_tasks,
+)
+from jaxrec.registry import Registry
+
+METHODS: Registry = Registry("merge method")
+
+_F32 = jnp.float32
+
+
+def _check_density(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_granularity(value: str) -> str:
+    if value not in ("model", "tensor"):
+        raise ValueError(f"granularity must be 'model' or 'tensor', got {value!r}")
+    return value
+
+
+def _leaves32(tvs: PyTree) -> list[jax.Array]:
+    return [x.astype(_F32) for x in jax.tree.leaves(tvs)]
+
+
+def _finish(base: PyTree, delta_leaves: Sequence[jax.Array], scale: float) -> PyTree:
+    """base + scale * delta, leafwise, in base's dtypes."""
+    base_leaves, tdef = jax.tree.flatten(base)
+    out = [
+        (b.astype(_F32) + scale * d).astype(b.dtype) for b, d in zip(base_leaves, delta_leaves)
+    ]
+    return jax.tree.unflatten(tdef, out)
+
+
+def _elect_disjoint(tvs_leaves: Sequence[jax.Array]) -> list[jax.Array]:
+    """TIES sign election + disjoint-mean division folded into each task: [K, ...] per leaf.
+
+    elected = sign(sum_k tau_k) with 0 -> +1; entry k contributes tau_k / n where tau_k is
+    non-zero with the elected sign and n counts such tasks (1 if none).
+    """
+    out = []
+    for x in tvs_leaves:
+        elected = jnp.where(jnp.sum(x, axis=0) >= 0, 1.0, -1.0)
+        agree = x * elected > 0
+        n = jnp.maximum(jnp.sum(agree, axis=0, dtype=_F32), 1.0)
+        out.append(jnp.where(agree, x, 0.0) / n)
+    return out
+
+
+def _sum_k(leaves_k: Sequence[jax.Array]) -> list[jax.Array]:
+    return [jnp.sum(x, axis=0) for x in leaves_k]
+
+
+def _register(name: str):
+    def deco(fn):
+        METHODS.register(name)(fn)
+        return fn
+
+    return deco
+
+
+@_register("weight_average")
+def weight_average(base: PyTree, tvs: PyTree) -> PyTree:
+    """Uniform average of the fine-tuned models: ``base + mean_k tau_k``.
+
+    References:
+        Wortsman et al., "Model soups", ICML 2022.
+    """
+    return _finish(base, [jnp.mean(x, axis=0) for x in _leaves32(tvs)], 1.0)
+
+
+@_register("task_arithmetic")
+def task_arithmetic(base: PyTree, tvs: PyTree, *, scale: float = 0.4) -> PyTree:
+    """``base + scale * sum_k tau_k``.
+
+    References:
+        Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023.
+    """
+    return _finish(base, _sum_k(_leaves32(tvs)), scale)
+
+
+def ties_task_vectors(
+    tvs: PyTree, *, density: float = 0.2, granularity: str = "model"
+) -> PyTree:
+    """TIES task vectors with the disjoint mean folded in (for learned coefficients).
+
+    Trim each task vector to its ``int(density * P)`` largest ``|entries|`` (P = whole model for
+    granularity "model", as the MergeRec reference does; per tensor for "tensor", as mergekit),
+    elect the sign of the sum of trimmed vectors (0 -> +1), keep entries that agree with it and
+    divide each by the number of agreeing tasks. Hence
+    ``base + sum_k 1.0 * folded[k] == ties(base, tvs, density, scale=1)``, and learned
+    coefficients w_k start at 1.0.
+
+    Args:
+      tvs: stacked task vectors (leaves [K, ...]) or a list of K task-vector pytrees.
+
+    Returns:
+      A stacked pytree like ``tvs`` (float32).
+
+    References:
+        Yadav et al., "TIES-Merging", NeurIPS 2023; MergeRec (KDD 2026) reference code.
+    """
+    density = _check_density("density", density)
+    _check_granularity(granularity)
+    if isinstance(tvs, (list, tuple)):
+        tvs = as_stacked(list(tvs), tvs[0])
+    leaves, tdef = jax.tree.flatten(tvs)
+    leaves = [x.astype(_F32) for x in leaves]
+    masks = topk.top_k_masks(leaves, density, granularity=granularity)
+    trimmed = [jnp.where(m, x, 0.0) for m, x in zip(masks, leaves)]
+    return jax.tree.unflatten(tdef, _elect_disjoint(trimmed))
+
+
+@_register("ties")
+def ties(
+    base: PyTree,
+    tvs: PyTree,
+    *,
+    density: float = 0.2,
+    scale: float = 1.0,
+    granularity: str = "model",
+) -> PyTree:
+    """TIES-Merging: trim (top ``density`` by magnitude), elect sign, disjoint mean.
+
+    ``granularity="model"`` keeps ``int(density * P)`` entries of each whole task vector (the
+    MergeRec reference), ``"tensor"`` keeps ``int(density * n)`` per tensor (mergekit). Ties at
+    the threshold keep the lowest flat index (exactly ``int(density * P)`` entries survive).
+
+    References:
+        Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023.
+    """
+    folded = ties_task_vectors(tvs, density=density, granularity=granularity)
+    return _finish(base, _sum_k(jax.tree.leaves(folded)), scale)
+
+
+def _dare_drop(leaves: Sequence[jax.Array], density: float, key: jax.Array) -> list[jax.Array]:
+    if key is None:
+        raise ValueError("DARE needs key=jax.random.key(seed)")
+    out = []
+    for i, x in enumerate(leaves):
+        keep = jax.random.bernoulli(jax.random.fold_in(key, i), density, x.shape)
+        out.append(jnp.where(keep, x / density, 0.0))
+    return out
+
+
+@_register("dare")
+def dare(
+    base: PyTree, tvs: PyTree, *, density: float = 0.2, scale: float = 0.4, key=None
+) -> PyTree:
+    """DARE: Drop each task-vector entry with probability ``1 - density``, rescale survivors by
+    ``1 / density``, then task arithmetic with ``scale``.
+
+    References:
+        Yu et al., "Language Models are Super Mario: Absorbing Abilities from Homologous Models
+        as a Free Lunch" (DARE), ICML 2024.
+    """
+    density = _check_density("density", density)
+    return _finish(base, _sum_k(_dare_drop(_leaves32(tvs), density, key)), scale)
+
+
+@_register("dare_ties")
+def dare_ties(
+    base: PyTree, tvs: PyTree, *, density: float = 0.2, scale: float = 1.0, key=None
+) -> PyTree:
+    """DARE drop-and-rescale, then TIES sign election and disjoint mean (no magnitude trim).
+
+    References:
+        Yu et al., DARE, ICML 2024; Yadav et al., TIES-Merging, NeurIPS 2023.
+    """
+    density = _check_density("density", density)
+    dropped = _dare_drop(_leaves32(tvs), density, key)
+    return _finish(base, _sum_k(_elect_disjoint(dropped)), scale)
+
+
+@_register("breadcrumbs")
+def breadcrumbs(
+    base: PyTree,
+    tvs: PyTree,
+    *,
+    density: float = 0.2,
+    gamma: float = 0.01,
+    scale: float = 0.4,
+    granularity: str = "tensor",
+) -> PyTree:
+    """Model Breadcrumbs: per tensor, drop the ``gamma`` fraction of largest-magnitude entries
+    (outliers) and keep the next ``density`` fraction; then task arithmetic with ``scale``.
+
+    Counts are ``int(gamma * n)`` and ``int(density * n)``; if they exceed n the outlier count
+    shrinks first (as mergekit does).
+
+    References:
+        Davari & Belilovsky, "Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse
+        Masks", ECCV 2024.
+    """
+    density = _check_density("density", density)
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+    _check_granularity(granularity)
+    leaves = _leaves32(tvs)
+    sizes = [x[0].size for x in leaves]
+    if granularity == "model":
+        sizes = [sum(sizes)]
+    n_keep = [int(density * n) for n in sizes]
+    n_top = [min(int(gamma * n), n - m) for n, m in zip(sizes, n_keep)]
+    k_hi = [a + b for a, b in zip(n_keep, n_top)]
+    k_arg = (lambda ks: ks[0]) if granularity == "model" else (lambda ks: ks)
+    upto = topk.top_k_masks(leaves, k=k_arg(k_hi), granularity=granularity)
+    outliers = topk.top_k_masks(leaves, k=k_arg(n_top), granularity=granularity)
+    kept = [jnp.where(a & ~b, x, 0.0) for a, b, x in zip(upto, outliers, leaves)]
+    return _finish(base, _sum_k(kept), scale)
+
+
+@_register("consensus")
+def consensus(
+    base: PyTree,
+    tvs: PyTree,
+    *,
+    k: int = 2,
+    lam: float = 0.4,
+    scale: float = 0.4,
+) -> PyTree:
+    """Consensus merging with TALL masks on task arithmetic.
+
+    TALL mask of task t: ``|tau_t| > lam * |tau_MTL - tau_t|`` with ``tau_MTL = sum_t tau_t``;
+    keep the entries selected by at least ``k`` tasks; result ``base + scale * mask * tau_MTL``.
+
+    References:
+        Wang et al., "Localizing Task Information for Improved Model Merging and Compression"
+        (TALL masks, consensus merging), ICML 2024.
+    """
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative int, got {k!r}")
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}")
+    out = []
+    for x in _leaves32(tvs):
+        mtl = jnp.sum(x, axis=0)
+        tall = jnp.abs(x) > lam * jnp.abs(mtl - x)
+        out.append(jnp.where(jnp.sum(tall, axis=0) >= k, mtl, 0.0))
+    return _finish(base, out, scale)
+
+
+def _minmax(leaves: Sequence[jax.Array], lo_k=None, hi_k=None) -> list[jax.Array]:
+    """Min-max normalise each task over all leaves (global per task), like PCB's ``normalize``."""
+    bc = lambda v, x: v.reshape((-1,) + (1,) * (x.ndim - 1))
+    if lo_k is None:
+        lo_k = jnp.min(jnp.stack([jnp.min(x.reshape(x.shape[0], -1), 1) for x in leaves]), 0)
+    if hi_k is None:
+        hi_k = jnp.max(jnp.stack([jnp.max(x.reshape(x.shape[0], -1), 1) for x in leaves]), 0)
+    den = jnp.maximum(hi_k - lo_k, jnp.finfo(_F32).tiny)
+    return [(x - bc(lo_k, x)) / bc(den, x) for x in leaves]
+
+
+@_register("pcb")
+def pcb(
+    base: PyTree,
+    tvs: PyTree,
+    *,
+    ratio: float = 0.1,
+    scale: float = 1.0,
+    clip_ratio: float = 1e-4,
+) -> PyTree:
+    """PCB-Merging: Parameter Competition Balancing (intra- and inter-task), drop, rescale.
+
+    Over each whole task vector (flattened model, P entries), with K tasks:
+      1. clip ``|tau_k|`` to its ``clip_ratio`` and ``1 - clip_ratio`` quantiles (order stats
+         at ``int(P r)`` and ``int(P (1 - r)) - 1`` of the ascending sort), keeping signs;
+      2. intra balance ``exp(K * minmax(|tau_k|)^2)``; inter balance ``tanh(tau_k * sum_j tau_j)``;
+      3. score = intra * inter; raise every score below its ``int(P (1 - ratio))``-th order
+         statistic to it, then min-max normalise per task -> weights ``beta_k`` in [0, 1]
+         (zero outside the top ``ratio`` fraction);
+      4. ``merged = sum_k beta_k tau_k / max(sum_k beta_k, 1e-12)``; ``base + scale * merged``.
+    A degenerate min-max range (max == min) gives weight 0 instead of NaN.
+
+    References:
+        Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024.
+    """
+    ratio = _check_density("ratio", ratio)
+    if not 0.0 <= clip_ratio < 0.5:
+        raise ValueError(f"clip_ratio must be in [0, 0.5), got {clip_ratio!r}")
+    leaves = _leaves32(tvs)
+    n_tasks = leaves[0].shape[0]
+    p = sum(x[0].size for x in leaves)
+    bc = lambda v, x: v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def order_stat(vals, i_ascending, magnitude):  # ascending-sort element i -> k-th largest
+        return topk.kth_largest(vals, p - i_ascending, magnitude=magnitude)
+
+    lo = order_stat(leaves, int(p * clip_ratio), True)
+    hi = order_stat(leaves, int(p * (1 - clip_ratio)) - 1, True)
+    mags = [jnp.clip(jnp.abs(x), bc(lo, x), bc(hi, x)) for x in leaves]
+    clipped = [jnp.sign(x) * m for x, m in zip(leaves, mags)]
+    intra = [jnp.exp(n_tasks * m**2) for m in _minmax(mags, lo, hi)]
+    inter = [jnp.tanh(x * jnp.sum(x, axis=0)) for x in leaves]
+    score = [a * b for a, b in zip(intra, inter)]
+    floor = order_stat(score, int(p * (1 - ratio)), False)
+    score = [jnp.maximum(s, bc(floor, s)) for s in score]
+    beta = _minmax(score, lo_k=floor)
+    merged = [
+        jnp.sum(b * c, axis=0) / jnp.maximum(jnp.sum(b, axis=0), 1e-12)
+        for b, c in zip(beta, clipped)
+    ]
+    return _finish(base, merged, scale)
+
+
+@_register("localize_and_stitch")
+def localize_and_stitch(
+    base: PyTree, tvs: PyTree, *, density: float = 0.1, scale: float = 1.0
+) -> PyTree:
+    """Localize-and-Stitch, data-less variant.
+
+    Localize: each task keeps its top ``density`` fraction of entries by magnitude over the whole
+    model. Stitch: where several masks overlap the entries are averaged,
+    ``merged = sum_k m_k tau_k / max(sum_k m_k, 1)``; result ``base + scale * merged``.
+
+    References:
+        He et al., "Localize-and-Stitch: Efficient Model Merging via Sparse Task Arithmetic",
+        TMLR 2025 (arXiv 2408.13656, 2024).
+    """
+    density = _check_density("density", density)
+    leaves = _leaves32(tvs)
+    masks = topk.top_k_masks(leaves, density, granularity="model")
+    merged = [
+        jnp.sum(jnp.where(m, x, 0.0), axis=0) / jnp.maximum(jnp.sum(m, axis=0, dtype=_F32), 1.0)
+        for m, x in zip(masks, leaves)
+    ]
+    return _finish(base, merged, scale)
+
+
+def _stacked_tvs(base: PyTree, finetuned: Sequence[PyTree]) -> PyTree:
+    ft_leaves = [jax.tree.leaves(f) for f in finetuned]
+    base_leaves, tdef = jax.tree.flatten(base)
+    out = [
+        jnp.stack([f[i].astype(_F32) for f in ft_leaves]) - b.astype(_F32)
+        for i, b in enumerate(base_leaves)
+    ]
+    return jax.tree.unflatten(tdef, out)
+
+
+@functools.lru_cache(maxsize=128)
+def _jitted(method: str, hparams: tuple[tuple[str, Any], ...]):
+    fn = METHODS.get(method)
+    static = dict(hparams)
+
+    @jax.jit
+    def run(base, finetuned, key):
+        extra = {"key": key} if key is not None else {}
+        return fn(base, _stacked_tvs(base, finetuned), **static, **extra)
+
+    return run
+
+
+def merge_fn(method: str, **hparams):
+    """Jitted ``(base, finetuned_list) -> merged`` for one method and hyper-parameters.
+
+    Compiled once per (method, hyper-parameters, input shapes); ``key`` (for DARE) is a traced
+    argument, so new keys do not recompile. No input validation (``merge`` does that).
+    """
+    METHODS.get(method)  # unknown names fail here, listing the known ones
+    key = hparams.pop("key", None)
+    try:
+        run = _jitted(method, tuple(sorted(hparams.items())))
+    except TypeError as e:  # unhashable hyper-parameter
+        raise TypeError(f"hyper-parameters of {method!r} must be hashable: {e}") from None
+    return lambda base, finetuned: run(base, list(finetuned), key)
+
+
+def merge(
+    method: str,
+    base: PyTree,
+    finetuned: Sequence[PyTree],
+    *,
+    check_values: bool = True,
+    **hparams,
+) -> PyTree:
+    """Merge fine-tuned models into one with a registered method.
+
+    Args:
+      method: a name in ``METHODS`` (e.g. "task_arithmetic", "ties").
+      base: the pre-trained parameters (pytree of float arrays).
+      finetuned: K >= 1 fine-tuned parameter pytrees with the structure, shapes and dtypes of
+        ``base``.
+      check_values: reject NaN/inf leaves (one extra pass over the inputs).
+      **hparams: the method's hyper-parameters (see its docstring); ``key`` for DARE methods.
+
+    Returns:
+      The merged parameters, same structure and dtypes as ``base``.
+
+    Raises:
+      KeyError: unknown method (the message lists the known ones).
+      ValueError: empty ``finetuned``; mismatched structures/shapes/dtypes (differing paths are
+        listed); NaN/inf values; hyper-parameters out of range (e.g. density outside (0, 1]).
+    """
+    fn = METHODS.get(method)
+    if isinstance(finetuned, dict) or not isinstance(finetuned, Sequence):
+        raise TypeError(f"finetuned must be a list of pytrees, got {type(finetuned).__name__}")
+    finetuned = list(finetuned)
+    if not finetuned:
+        raise ValueError("finetuned is empty: merging needs at least one fine-tuned model")
+    check_compatible([base, *finetuned], ["base"] + [f"finetuned[{i}]" for i in range(len(finetuned))])
+    if check_values:
+        check_finite(base, "base")
+        for i, f in enumerate(finetuned):
+            check_finite(f, f"finetuned[{i}]")
+    del fn
+    return merge_fn(method, **hparams)(base, finetuned)
+
+
+def merge_stacked(method: str, base: PyTree, tvs: PyTree, **hparams) -> PyTree:
+    """Run a method on already stacked task vectors (no validation, not jitted by itself)."""
+    num_tasks(tvs)
+    return METHODS.get(method)(base, tvs, **hparams)

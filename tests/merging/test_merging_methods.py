@@ -1,0 +1,223 @@
+"""Merge methods vs independent numpy references, plus algebraic properties (hypothesis)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from merging_ref import flat, unflat
+from merging_trees import K, make_models
+
+import merging_ref as ref
+from jaxrec import merging
+
+ATOL = 2e-6
+
+
+def _tvs_kp(base, fts):
+    bl = jax.tree.leaves(base)
+    return flat([np.stack([np.asarray(f, np.float64) for f in col]) - b for b, col in
+                 zip(bl, zip(*[jax.tree.leaves(f) for f in fts]))], len(fts))
+
+
+def _sizes(base, granularity):
+    sizes = [np.size(x) for x in jax.tree.leaves(base)]
+    return [sum(sizes)] if granularity == "model" else sizes
+
+
+def _expect(base, delta_p, scale=1.0):
+    bl, tdef = jax.tree.flatten(base)
+    b_p = np.concatenate([np.ravel(x) for x in bl]).astype(np.float64)
+    return jax.tree.unflatten(tdef, unflat(b_p + scale * delta_p, bl))
+
+
+def _close(got, exp, atol=ATOL):
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(exp)):
+        np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=1e-5, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return make_models(seed=0)
+
+
+def test_registry_names():
+    expected = {"weight_average", "task_arithmetic", "ties", "dare", "dare_ties", "breadcrumbs",
+                "consensus", "pcb", "localize_and_stitch"}
+    assert expected <= set(merging.METHODS.names())
+
+
+def test_weight_average_and_task_arithmetic(models):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    _close(merging.merge("weight_average", base, fts), _expect(base, tv.mean(0)))
+    _close(merging.merge("task_arithmetic", base, fts), _expect(base, tv.sum(0), 0.4))
+    _close(merging.merge("task_arithmetic", base, fts, scale=0.7), _expect(base, tv.sum(0), 0.7))
+
+
+@pytest.mark.parametrize("granularity", ["model", "tensor"])
+@pytest.mark.parametrize("density", [0.2, 0.5])
+def test_ties(models, granularity, density):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    exp = _expect(base, ref.ties(tv, density, _sizes(base, granularity)), 0.9)
+    got = merging.merge("ties", base, fts, density=density, scale=0.9, granularity=granularity)
+    _close(got, exp)
+
+
+def test_ties_defaults_and_no_jit(models):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    exp = _expect(base, ref.ties(tv, 0.2, _sizes(base, "model")))
+    _close(merging.merge("ties", base, fts), exp)
+    _close(merging.ties(base, merging.stack(merging.task_vector(f, base) for f in fts)), exp)
+
+
+def test_folded_ties_vectors_sum_to_ties(models):
+    base, fts = models
+    tvs = [merging.task_vector(f, base) for f in fts]
+    for gran in ("model", "tensor"):
+        folded = jax.jit(lambda t: merging.ties_task_vectors(t, density=0.3, granularity=gran))(
+            merging.stack(tvs))
+        assert jax.tree.leaves(folded)[0].shape[0] == K
+        got = merging.combine(base, folded, jnp.ones(K))
+        _close(got, _expect(base, ref.ties(_tvs_kp(base, fts), 0.3, _sizes(base, gran))))
+        # a list of task vectors is accepted too
+        _close(merging.ties_task_vectors(tvs, density=0.3, granularity=gran), folded)
+
+
+def _dare_masks(base, density, key):
+    return [jax.random.bernoulli(jax.random.fold_in(key, i), density, (K,) + np.shape(x))
+            for i, x in enumerate(jax.tree.leaves(base))]
+
+
+@pytest.mark.parametrize("method", ["dare", "dare_ties"])
+def test_dare(models, method):
+    base, fts = models
+    key = jax.random.key(3)
+    tv = _tvs_kp(base, fts)
+    keep = flat([np.asarray(m) for m in _dare_masks(base, 0.5, key)], K).astype(bool)
+    dropped = np.where(keep, tv / 0.5, 0.0)
+    delta = dropped.sum(0) if method == "dare" else ref.disjoint_mean(dropped)
+    got = merging.merge(method, base, fts, density=0.5, scale=0.8, key=key)
+    _close(got, _expect(base, delta, 0.8), atol=1e-5)
+    assert 0.3 < keep.mean() < 0.7
+    # a new key does not recompile
+    merging.merge(method, base, fts, density=0.5, scale=0.8, key=jax.random.key(4))
+    run = merging.methods._jitted(method, (("density", 0.5), ("scale", 0.8)))
+    assert run._cache_size() == 1
+
+
+def test_dare_needs_key(models):
+    base, fts = models
+    with pytest.raises(ValueError, match="key"):
+        merging.merge("dare", base, fts)
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "model"])
+def test_breadcrumbs(models, granularity):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    delta = ref.breadcrumbs(tv, 0.3, 0.1, _sizes(base, granularity))
+    got = merging.merge("breadcrumbs", base, fts, density=0.3, gamma=0.1, scale=0.5,
+                        granularity=granularity)
+    _close(got, _expect(base, delta, 0.5))
+
+
+def test_consensus(models):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    got = merging.merge("consensus", base, fts, k=2, lam=0.5, scale=0.6)
+    _close(got, _expect(base, ref.consensus(tv, 2, 0.5), 0.6))
+    assert 0 < np.mean(ref.consensus(tv, 2, 0.5) != 0) < 1  # the mask is not trivial
+
+
+def test_pcb(models):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    got = merging.merge("pcb", base, fts, ratio=0.3, scale=0.9, clip_ratio=0.02)
+    _close(got, _expect(base, ref.pcb(tv, 0.3, 0.02), 0.9), atol=1e-5)
+
+
+def test_localize_and_stitch(models):
+    base, fts = models
+    tv = _tvs_kp(base, fts)
+    got = merging.merge("localize_and_stitch", base, fts, density=0.25, scale=1.1)
+    _close(got, _expect(base, ref.localize_and_stitch(tv, 0.25), 1.1))
+
+
+IDENTITY_CASES = {
+    "weight_average": {},
+    "task_arithmetic": {"scale": 1.0},
+    "ties": {"density": 1.0},
+    "dare": {"density": 1.0, "scale": 1.0},
+    "dare_ties": {"density": 1.0},
+    "breadcrumbs": {"density": 1.0, "gamma": 0.0, "scale": 1.0},
+    "consensus": {"k": 1, "scale": 1.0},
+    "localize_and_stitch": {"density": 1.0},
+}
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_one_task_scale_one_returns_finetuned(seed):
+    base, fts = make_models(seed, k=1)
+    for method, hp in IDENTITY_CASES.items():
+        if method.startswith("dare"):
+            hp = hp | {"key": jax.random.key(0)}
+        _close(merging.merge(method, base, fts, **hp), fts[0], atol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), a=st.floats(-3, 3), s=st.floats(-2, 2))
+def test_task_arithmetic_is_linear(seed, a, s):
+    base, fts = make_models(seed)
+    _, fts2 = make_models(seed + 1)
+    t1 = merging.stack([merging.task_vector(f, base) for f in fts])
+    t2 = merging.stack([merging.task_vector(f, base) for f in fts2])
+    zero = jax.tree.map(jnp.zeros_like, base)
+    ta = lambda t: merging.task_arithmetic(zero, t, scale=s)
+    lhs = ta(jax.tree.map(lambda x, y: a * x + y, t1, t2))
+    rhs = jax.tree.map(lambda x, y: a * x + y, ta(t1), ta(t2))
+    _close(lhs, jax.tree.map(np.asarray, rhs), atol=1e-5)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_ties_full_density_agreeing_signs_is_mean(seed):
+    rng = np.random.default_rng(seed)
+    base, _ = make_models(seed)
+    signs = jax.tree.map(lambda x: rng.choice([-1.0, 1.0], size=x.shape), base)
+    fts = [jax.tree.map(lambda b, sg: (b + sg * rng.uniform(0.01, 1.0, b.shape)).astype(np.float32),
+                        base, signs) for _ in range(K)]
+    tv = _tvs_kp(base, fts)
+    for gran in ("model", "tensor"):
+        got = merging.merge("ties", base, fts, density=1.0, granularity=gran)
+        _close(got, _expect(base, tv.mean(0)), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(IDENTITY_CASES) + ["pcb"])
+def test_structure_and_dtype_preserved(models, method):
+    base, fts = models
+    hp = {"key": jax.random.key(1)} if method.startswith("dare") else {}
+    out = merging.merge(method, base, fts, **hp)
+    assert jax.tree.structure(out) == jax.tree.structure(base)
+    for o, b in zip(jax.tree.leaves(out), jax.tree.leaves(base)):
+        assert o.shape == b.shape and o.dtype == b.dtype
+        assert np.all(np.isfinite(np.asarray(o)))
+
+
+def test_bfloat16_inputs_keep_dtype(models):
+    base, fts = models
+    cast = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), t)
+    out = merging.merge("ties", cast(base), [cast(f) for f in fts])
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(out))
+
+
+def test_jit_matches_eager(models):
+    base, fts = models
+    tvs = merging.stack([merging.task_vector(f, base) for f in fts])
+    for method in ("task_arithmetic", "breadcrumbs", "consensus", "localize_and_stitch"):
+        fn = merging.METHODS.get(method)
+        _close(jax.jit(fn)(base, tvs), jax.tree.map(np.asarray, fn(base, tvs)))
