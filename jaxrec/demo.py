@@ -31,19 +31,28 @@ def mergerec_config(quick: bool = False):
 
     return pipeline.MergeRecConfig(
         name="jaxrec demo: MergeRec on the built-in synthetic domains (all-MiniLM-L6-v2)",
-        data=pipeline.DataConfig(num_domains=3, num_items=60 if quick else 100,
-                                 num_users=60 if quick else 120, seed=0),
-        backbone=BackboneConfig(path="minilm", max_item_tokens=32, max_user_tokens=64,
-                                encode_batch_size=64),
-        finetune=finetune.FinetuneConfig(batch_size=16, grad_accum=1, lr=1e-4, warmup_steps=3,
-                                         max_epochs=1 if quick else 2, patience=2,
-                                         checkpoint_every=50),
+        data=pipeline.DataConfig(
+            num_domains=3, num_items=60 if quick else 100, num_users=60 if quick else 120, seed=0
+        ),
+        backbone=BackboneConfig(
+            path="minilm", max_item_tokens=32, max_user_tokens=64, encode_batch_size=64
+        ),
+        finetune=finetune.FinetuneConfig(
+            batch_size=16,
+            grad_accum=1,
+            lr=1e-4,
+            warmup_steps=3,
+            max_epochs=1 if quick else 2,
+            patience=2,
+            checkpoint_every=50,
+        ),
         learn=learn.LearnConfig(steps=5 if quick else 30, batch_size=16),
         eval=pipeline.EvalConfig(splits=("test",), groups=not quick),
         joint=not quick,
         merges=("weight_average", "task_arithmetic", "ties"),
-        learned=("adamerging:domain", "mergerec:domain") if quick else
-        ("adamerging:domain", "adamerging:layer", "mergerec:domain", "mergerec:layer"),
+        learned=("adamerging:domain", "mergerec:domain")
+        if quick
+        else ("adamerging:domain", "adamerging:layer", "mergerec:domain", "mergerec:layer"),
     )
 
 
@@ -65,9 +74,16 @@ def saf_configs(quick: bool = False) -> dict:
         fields = {f.name for f in dataclasses.fields(model)}
         model = dataclasses.replace(model, **{k: v for k, v in tiny.items() if k in fields})
         out[name] = ExperimentConfig(
-            data="synthetic", data_kwargs=data_kwargs, model=name, model_config=model,
-            batch_size=512, eval_batch_size=2048, epochs=1 if quick else 3, patience=2,
-            learning_rate=3e-3, progress=False,
+            data="synthetic",
+            data_kwargs=data_kwargs,
+            model=name,
+            model_config=model,
+            batch_size=512,
+            eval_batch_size=2048,
+            epochs=1 if quick else 3,
+            patience=2,
+            learning_rate=3e-3,
+            progress=False,
             stable=StableConfig(enabled=(name == "saf")),
         )
     return out
@@ -94,8 +110,11 @@ def run(workdir: str | Path = "runs/demo", quick: bool = False) -> dict:
     (workdir / "saf" / "results.md").write_text(saf_md)
     print(saf_md)
     t2 = time.perf_counter()
-    timing = {"mergerec_s": round(t1 - t0, 1), "saf_s": round(t2 - t1, 1),
-              "total_s": round(t2 - t0, 1)}
+    timing = {
+        "mergerec_s": round(t1 - t0, 1),
+        "saf_s": round(t2 - t1, 1),
+        "total_s": round(t2 - t0, 1),
+    }
     (workdir / "timing.json").write_text(json.dumps(timing) + "\n")
     print(f"demo finished in {timing['total_s']} s; outputs in {workdir}")
     return {"mergerec": mergerec_md, "saf": saf_md}
@@ -103,12 +122,17 @@ def run(workdir: str | Path = "runs/demo", quick: bool = False) -> dict:
 
 def saf_table(rows) -> str:
     """Markdown: mean AUC over (domain, task) in-distribution (test) and OOD (test_ood)."""
-    lines = ["# jaxrec demo: SAF and baselines on the synthetic MDMT benchmark\n",
-             "| model | val mean AUC | test mean AUC | OOD test mean AUC | test logloss |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# jaxrec demo: SAF and baselines on the synthetic MDMT benchmark\n",
+        "| model | val mean AUC | test mean AUC | OOD test mean AUC | test logloss |",
+        "|---|---|---|---|---|",
+    ]
     for name, res in rows:
         cell = lambda split, key="mean_auc": (
-            f"{res[split][key]:.4f}" if split in res and res[split].get(key) is not None else "-")
-        lines.append(f"| {name} | {cell('val')} | {cell('test')} | {cell('test_ood')} | "
-                     f"{cell('test', 'mean_logloss')} |")
+            f"{res[split][key]:.4f}" if split in res and res[split].get(key) is not None else "-"
+        )
+        lines.append(
+            f"| {name} | {cell('val')} | {cell('test')} | {cell('test_ood')} | "
+            f"{cell('test', 'mean_logloss')} |"
+        )
     return "\n".join(lines) + "\n"

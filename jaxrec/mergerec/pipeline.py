@@ -256,8 +256,10 @@ class Experiment:
         if cfg.learn_init == "ties":
             ties_kw = parse_hparams(cfg.merge_hparams).get("ties", {})
             tvs = merging.ties_task_vectors(  # stacked, disjoint mean folded in
-                tvs, density=ties_kw.get("density", 0.2),
-                granularity=ties_kw.get("granularity", "model"))
+                tvs,
+                density=ties_kw.get("density", 0.2),
+                granularity=ties_kw.get("granularity", "model"),
+            )
             init = ties_kw.get("scale", 1.0)
         else:
             tvs, init = merging.stack(tvs), cfg.learn.init

@@ -204,7 +204,7 @@ def _search(count_fn, target, lo, hi, c_lo, c_hi, first_probes):
     return lo, hi, c_lo, c_hi
 
 
-def _sample_probes(groups: _Groups, k_kg: np.ndarray, magnitude: bool) -> Array:
+def _sample_probes(groups: _Groups, k_kg: Array, magnitude: bool) -> Array:
     """Two keys per (task, group) bracketing the k-th largest, from a strided sample."""
     per_group: list[list[Array]] = [[] for _ in range(groups.num_groups)]
     for i, x in enumerate(groups.leaves):
@@ -214,25 +214,25 @@ def _sample_probes(groups: _Groups, k_kg: np.ndarray, magnitude: bool) -> Array:
         per_group[g].append(_as_key(flat[:, ::stride][:, : 2 * _SAMPLE], magnitude))
     samples = [jnp.concatenate(s, axis=1) for s in per_group]
     m = max(s.shape[1] for s in samples)
-    lens = np.array([s.shape[1] for s in samples], np.float64)
     padded = jnp.stack([jnp.pad(s, ((0, 0), (0, m - s.shape[1]))) for s in samples], axis=1)
     desc_kgm = jnp.sort(padded, axis=-1)[..., ::-1]  # zero padding sorts last
-    q = k_kg / np.asarray(groups.sizes, np.float64)  # [K, G] fraction kept
-    r = q * lens - 0.5
-    sd = np.sqrt(lens * q * (1 - q)) + 1.0
-    near = np.clip(np.floor(r - 2.0 * sd), 0, lens - 1).astype(np.int32)
-    far = np.clip(np.ceil(r + 2.0 * sd), 0, lens - 1).astype(np.int32)
-    return jnp.take_along_axis(desc_kgm, jnp.asarray(np.stack([far, near], axis=-1)), axis=-1)
+    lens = jnp.asarray([s.shape[1] for s in samples], jnp.float32)
+    q = k_kg.astype(jnp.float32) / jnp.asarray(groups.sizes, jnp.float32)  # fraction kept
+    r = q * lens - 0.5  # expected 0-based rank of the k-th largest within the sample
+    sd = jnp.sqrt(lens * q * (1 - q)) + 1.0
+    near = jnp.clip(jnp.floor(r - 2.0 * sd), 0, lens - 1).astype(jnp.int32)
+    far = jnp.clip(jnp.ceil(r + 2.0 * sd), 0, lens - 1).astype(jnp.int32)
+    return jnp.take_along_axis(desc_kgm, jnp.stack([far, near], axis=-1), axis=-1)
 
 
-def _thresholds(groups: _Groups, k_kg: np.ndarray, magnitude: bool) -> tuple[Array, Array]:
+def _thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, Array]:
     """Per (task, group): threshold key ``t`` [K, G] uint32 and tie cut ``q`` [K, G] int32.
 
     The selected entries are ``key > t | (key == t & flat_index < q)``: exactly ``k`` of them.
     """
     K, G = groups.num_tasks, groups.num_groups
     sizes_kg = np.broadcast_to(np.asarray(groups.sizes, np.int32), (K, G))
-    target = jnp.asarray(k_kg, jnp.int32)
+    target = k_kg.astype(jnp.int32)
     full = lambda v, dtype=jnp.uint32: jnp.full((K, G), v, dtype)
     top = _key_top(magnitude)
 
@@ -360,9 +360,14 @@ def kth_largest(leaves: Sequence[Array], k: int, *, magnitude: bool = True) -> A
     return jnp.min(jnp.stack(mins), axis=0)
 
 
-def _k_per_group(groups: _Groups, density, k) -> np.ndarray:
+def _k_per_group(groups: _Groups, density, k) -> Array:
+    """[K, G] int32 counts; ``k`` may be a (traced) int array of shape [G] or [K, G]."""
     if (density is None) == (k is None):
         raise ValueError("pass exactly one of density or k")
+    sizes = jnp.asarray(groups.sizes, jnp.int32)
+    shape = (groups.num_tasks, groups.num_groups)
+    if isinstance(k, jax.Array):
+        return jnp.clip(jnp.broadcast_to(k.astype(jnp.int32), shape), 0, sizes)
     if density is not None:
         k_g = [int(density * n) for n in groups.sizes]
     elif np.ndim(k) == 0:
@@ -373,5 +378,5 @@ def _k_per_group(groups: _Groups, density, k) -> np.ndarray:
         k_g = [int(v) for v in k]
         if len(k_g) != groups.num_groups:
             raise ValueError(f"need {groups.num_groups} values of k (one per group), got {len(k_g)}")
-    k_g = np.clip(np.asarray(k_g, np.int64), 0, groups.sizes)
-    return np.broadcast_to(k_g, (groups.num_tasks, groups.num_groups))
+    k_g = np.clip(np.asarray(k_g, np.int64), 0, groups.sizes).astype(np.int32)
+    return jnp.broadcast_to(jnp.asarray(k_g), shape)

@@ -13,7 +13,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fast_cos", "rff_features", "rff_features_knd", "RFFKind"]
+__all__ = ["fast_cos", "rff_apply", "rff_draws", "rff_features", "rff_features_knd", "RFFKind"]
 
 RFFKind = Literal["paper", "stablenet"]
 
@@ -63,21 +63,30 @@ def rff_features_knd(
 ) -> jax.Array:
     """:func:`rff_features` laid out as [n_x, N, D] (RFF index first: no transpose before the
     per-index covariances; the same draws as :func:`rff_features`)."""
-    _, d = x_nd.shape
-    x_nd = x_nd.astype(jnp.float32)
+    w, b_kd = rff_draws(key, x_nd.shape[1], num_rff, kind)
+    return rff_apply(x_nd, w, b_kd, kind)
+
+
+def rff_draws(key: jax.Array, dim: int, num_rff: int = 3, kind: RFFKind = "paper"):
+    """The random frequencies and phases: ``w`` [n_x, D] ("paper") or [n_x] ("stablenet"),
+    ``b`` [n_x, D] ~ U[0, 2pi]."""
+    if kind not in ("paper", "stablenet"):
+        raise ValueError(f"rff kind must be 'paper' or 'stablenet', got {kind!r}")
     key_w, key_b = jax.random.split(key)
-    b_kd = jax.random.uniform(key_b, (num_rff, d), jnp.float32, 0.0, 2.0 * math.pi)
+    b_kd = jax.random.uniform(key_b, (num_rff, dim), jnp.float32, 0.0, 2.0 * math.pi)
+    w_shape = (num_rff, dim) if kind == "paper" else (num_rff,)
+    return jax.random.normal(key_w, w_shape, jnp.float32), b_kd
+
+
+def rff_apply(x_nd: jax.Array, w: jax.Array, b_kd: jax.Array, kind: RFFKind = "paper"):
+    """Random Fourier features [n_x, N, D] of ``x_nd`` for given draws (see :func:`rff_draws`)."""
+    x_nd = x_nd.astype(jnp.float32)
+    num_rff = b_kd.shape[0]
     scale = math.sqrt(2.0 / num_rff)
     if kind == "paper":
-        w_kd = jax.random.normal(key_w, (num_rff, d), jnp.float32)
-        # Materialise the small draws: otherwise XLA fuses the RNG into every consumer of z
-        # and regenerates them per element (4x the cost of the whole step).
-        w_kd, b_kd = jax.lax.optimization_barrier((w_kd, b_kd))
-        return scale * fast_cos(x_nd[None] * w_kd[:, None, :] + b_kd[:, None, :])
+        return scale * fast_cos(x_nd[None] * w[:, None, :] + b_kd[:, None, :])
     if kind == "stablenet":
-        w_k = jax.random.normal(key_w, (num_rff,), jnp.float32)
-        w_k, b_kd = jax.lax.optimization_barrier((w_k, b_kd))
-        mid_knd = x_nd[None] * w_k[:, None, None] + b_kd[:, None, :]
+        mid_knd = x_nd[None] * w[:, None, None] + b_kd[:, None, :]
         mid_knd = mid_knd - mid_knd.min(axis=2, keepdims=True)
         top_kn = mid_knd.max(axis=2, keepdims=True)
         mid_knd = mid_knd / jnp.where(top_kn > 0, top_kn, 1.0) * (math.pi / 2)

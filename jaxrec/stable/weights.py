@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxrec.stable.hsic import HSICForm, weighted_hsic_knd
-from jaxrec.stable.rff import RFFKind, rff_features_knd
+from jaxrec.stable.rff import RFFKind, rff_apply, rff_draws, rff_features_knd
 
 __all__ = [
     "StableConfig",
@@ -161,25 +161,30 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
     if cfg.standardize:
         x_all = _standardize(x_all, valid_all)
 
-    def hsic_of(p_all, step_key):
-        z_knd = rff_features_knd(x_all, step_key, cfg.num_rff, cfg.rff_kind)
-        return weighted_hsic_knd(z_knd, p_all, valid_all, cfg.hsic_form)
+    # Fresh RFF per step (fold_in(key, step)); the small draws are made before the loop so XLA
+    # reads them from memory instead of re-generating them inside every fused consumer.
+    steps = jnp.arange(cfg.inner_steps)
+    w_s, b_s = jax.vmap(
+        lambda s: rff_draws(jax.random.fold_in(key, s), x_all.shape[1], cfg.num_rff, cfg.rff_kind)
+    )(steps)
 
-    def loss_fn(logits_n, step_key):
+    def loss_fn(logits_n, step):
         p_all = _masked_softmax(jnp.concatenate([logits_n, mem_logits_m]), valid_all)
         q_n = _masked_softmax(logits_n, valid_n)
         if cfg.reg_kind == "lineage":
             reg = jnp.sum(q_n**2)
         else:  # mean of squared mean-1 weights = n_valid * sum q^2
             reg = jnp.sum(valid_n) * jnp.sum(q_n**2)
-        return hsic_of(p_all, step_key) / cfg.reg + reg
+        z_knd = rff_apply(x_all, w_s[step], b_s[step], cfg.rff_kind)
+        hsic = weighted_hsic_knd(z_knd, p_all, valid_all, cfg.hsic_form)
+        return hsic / cfg.reg + reg
 
     opt = _optimizer(cfg)
     logits0 = jnp.full((n,), cfg.init_logit, jnp.float32)
 
     def body(step, carry):
         logits, opt_state = carry
-        grads = jax.grad(loss_fn)(logits, jax.random.fold_in(key, step))
+        grads = jax.grad(loss_fn)(logits, step)
         updates, opt_state = opt.update(grads, opt_state, logits)
         return optax.apply_updates(logits, updates), opt_state
 

@@ -11,14 +11,25 @@ from jaxrec.mergerec.backbone import Backbone, BackboneConfig
 
 @pytest.fixture(scope="module")
 def setup(tiny_checkpoint):
-    bb = Backbone(BackboneConfig(path=str(tiny_checkpoint), max_item_tokens=32,
-                                 max_user_tokens=64, encode_batch_size=32))
+    bb = Backbone(
+        BackboneConfig(
+            path=str(tiny_checkpoint), max_item_tokens=32, max_user_tokens=64, encode_batch_size=32
+        )
+    )
     dom = synthetic_domains(1, num_items=60, num_users=96, seed=3)[0]
     return bb, dom
 
 
-CFG = ft.FinetuneConfig(batch_size=16, grad_accum=2, lr=3e-3, warmup_steps=2, max_epochs=3,
-                        patience=3, checkpoint_every=4, dropout=False)
+CFG = ft.FinetuneConfig(
+    batch_size=16,
+    grad_accum=2,
+    lr=3e-3,
+    warmup_steps=2,
+    max_epochs=3,
+    patience=3,
+    checkpoint_every=4,
+    dropout=False,
+)
 
 
 def test_contrastive_loss_matches_numpy():
@@ -26,7 +37,9 @@ def test_contrastive_loss_matches_numpy():
     u = rng.normal(size=(5, 4)).astype(np.float32)
     i = rng.normal(size=(5, 4)).astype(np.float32)
     logits = u @ i.T / 0.05
-    ref = np.mean([np.log(np.exp(r - r.max()).sum()) + r.max() - r[b] for b, r in enumerate(logits)])
+    ref = np.mean(
+        [np.log(np.exp(r - r.max()).sum()) + r.max() - r[b] for b, r in enumerate(logits)]
+    )
     np.testing.assert_allclose(ft.contrastive_loss(u, i, 0.05), ref, rtol=1e-5)
 
 
@@ -38,8 +51,10 @@ def test_finetune_improves_validation_and_is_cached(setup, tmp_path):
     assert after > before + 0.02, (before, after)
     assert (tmp_path / "run" / "done.json").exists()
     again = ft.finetune(bb, [dom], CFG, tmp_path / "run")  # finished: loaded, not retrained
-    np.testing.assert_array_equal(np.asarray(again["layers"][0]["mlp_in"]["kernel"][...]),
-                                  np.asarray(params["layers"][0]["mlp_in"]["kernel"][...]))
+    np.testing.assert_array_equal(
+        np.asarray(again["layers"][0]["mlp_in"]["kernel"][...]),
+        np.asarray(params["layers"][0]["mlp_in"]["kernel"][...]),
+    )
 
 
 def test_resume_after_interruption_gives_identical_result(setup, tmp_path, monkeypatch):

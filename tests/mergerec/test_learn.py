@@ -15,8 +15,10 @@ def toy_params(seed):
     r = np.random.default_rng(seed)
     return {
         "emb": jnp.asarray(r.normal(size=(V, H)), jnp.float32),
-        "layers": [{"w": jnp.asarray(np.eye(H) + 0.3 * r.normal(size=(H, H)), jnp.float32)}
-                   for _ in range(2)],
+        "layers": [
+            {"w": jnp.asarray(np.eye(H) + 0.3 * r.normal(size=(H, H)), jnp.float32)}
+            for _ in range(2)
+        ],
     }
 
 
@@ -42,8 +44,12 @@ def problem():
 def batch_for(tokens, rows):
     dom, item = rows // N, rows % N
     item = np.minimum(item, np.array([10, 6, 8])[dom])
-    return {"input_ids": tokens[dom, item], "domain": dom.astype(np.int32),
-            "item": item.astype(np.int32), "mask": np.ones(len(rows), np.float32)}
+    return {
+        "input_ids": tokens[dom, item],
+        "domain": dom.astype(np.int32),
+        "item": item.astype(np.int32),
+        "mask": np.ones(len(rows), np.float32),
+    }
 
 
 def merged_items(base, tvs, coeffs, tokens, groups=None):
@@ -68,28 +74,43 @@ def test_step_gradient_matches_finite_differences(problem, objective):
 
     g = jax.grad(loss)(coeffs)
     eps = 1e-3
-    fd = [(loss(coeffs.at[i].add(eps)) - loss(coeffs.at[i].add(-eps))) / (2 * eps)
-          for i in range(K)]
+    fd = [
+        (loss(coeffs.at[i].add(eps)) - loss(coeffs.at[i].add(-eps))) / (2 * eps) for i in range(K)
+    ]
     np.testing.assert_allclose(g, fd, rtol=2e-2, atol=1e-3)
 
 
 def test_mergerec_learning_lowers_loss_without_recompiles(problem):
     base, tvs, tokens, teacher, mask = problem
-    cfg = learn.LearnConfig(objective="mergerec", lr=5e-2, steps=30, batch_size=8,
-                            kd_weight=10.0, kd_temperature=0.5)
+    cfg = learn.LearnConfig(
+        objective="mergerec", lr=5e-2, steps=30, batch_size=8, kd_weight=10.0, kd_temperature=0.5
+    )
     step, opt = learn.make_step(encode, cfg)
     coeffs = learn.init_coefficients(K, None, 0.2)
     pseudo = learn.PseudoUsers(
         tokens={"input_ids": tokens.reshape(K * N, -1)},
         domain=np.repeat(np.arange(K, dtype=np.int32), N),
-        item=np.tile(np.arange(N, dtype=np.int32), K))
+        item=np.tile(np.arange(N, dtype=np.int32), K),
+    )
     keep = pseudo.item < np.array([11, 7, 9])[pseudo.domain]
-    pseudo = learn.PseudoUsers({"input_ids": pseudo.tokens["input_ids"][keep]},
-                               pseudo.domain[keep], pseudo.item[keep])
+    pseudo = learn.PseudoUsers(
+        {"input_ids": pseudo.tokens["input_ids"][keep]}, pseudo.domain[keep], pseudo.item[keep]
+    )
     items = merged_items(base, tvs, coeffs, tokens)
-    out, hist = learn.learn_coefficients(step, opt, coeffs, base=base, tvs=tvs, pseudo=pseudo,
-                                         items_knh=items, item_mask_kn=mask, teacher_knh=teacher,
-                                         cfg=cfg, seed=0, progress=False)
+    out, hist = learn.learn_coefficients(
+        step,
+        opt,
+        coeffs,
+        base=base,
+        tvs=tvs,
+        pseudo=pseudo,
+        items_knh=items,
+        item_mask_kn=mask,
+        teacher_knh=teacher,
+        cfg=cfg,
+        seed=0,
+        progress=False,
+    )
     assert step._cache_size() == 1  # one compilation for all 30 steps
     assert len(hist["loss"]) == 30 and len(hist["coefficients"]) == 31
     assert np.mean(hist["loss"][-5:]) < np.mean(hist["loss"][:5])
@@ -115,12 +136,21 @@ def test_layerwise_coefficients_and_sharded_equals_single_device(problem):
     single = run(base, tvs)
     mesh = sharding.make_mesh(data=1, model=8)
     tvs_sharded = jax.tree_util.tree_map(
-        lambda x: jax.device_put(x, jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec(None, "model") if x.shape[1] % 8 == 0
-            else jax.sharding.PartitionSpec())), tvs)
+        lambda x: jax.device_put(
+            x,
+            jax.sharding.NamedSharding(
+                mesh,
+                jax.sharding.PartitionSpec(None, "model")
+                if x.shape[1] % 8 == 0
+                else jax.sharding.PartitionSpec(),
+            ),
+        ),
+        tvs,
+    )
     assert any(len(x.sharding.device_set) == 8 for x in jax.tree_util.tree_leaves(tvs_sharded))
     sharded = run(sharding.replicate(base, mesh), tvs_sharded)
     for g in single:
-        np.testing.assert_allclose(np.asarray(sharded[g]), np.asarray(single[g]), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(sharded[g]), np.asarray(single[g]), rtol=1e-5, atol=1e-6
+        )
     assert any(not np.allclose(np.asarray(single[g]), 1.0) for g in single)

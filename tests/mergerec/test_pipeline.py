@@ -13,10 +13,18 @@ from jaxrec.mergerec.backbone import BackboneConfig
 def tiny_cfg(path, **kw):
     return pipeline.MergeRecConfig(
         data=pipeline.DataConfig(num_domains=2, num_items=30, num_users=40, seed=1),
-        backbone=BackboneConfig(path=str(path), max_item_tokens=32, max_user_tokens=48,
-                                encode_batch_size=32),
-        finetune=finetune.FinetuneConfig(batch_size=16, grad_accum=1, lr=3e-3, warmup_steps=1,
-                                         max_epochs=1, patience=1, dropout=False),
+        backbone=BackboneConfig(
+            path=str(path), max_item_tokens=32, max_user_tokens=48, encode_batch_size=32
+        ),
+        finetune=finetune.FinetuneConfig(
+            batch_size=16,
+            grad_accum=1,
+            lr=3e-3,
+            warmup_steps=1,
+            max_epochs=1,
+            patience=1,
+            dropout=False,
+        ),
         learn=learn.LearnConfig(steps=3, batch_size=8),
         seeds=(0, 1),
         **kw,
@@ -47,18 +55,26 @@ def test_pipeline_end_to_end_and_reuse(tiny_checkpoint, tmp_path):
     # a rerun reuses every stage and returns the same numbers
     again = pipeline.run(cfg, tmp_path)
     key = lambda r: (r["method"], r["domain"], r["split"])
-    assert sorted((key(r), r["recall@10"]) for r in again) == \
-        sorted((key(r), r["recall@10"]) for r in rows)
+    assert sorted((key(r), r["recall@10"]) for r in again) == sorted(
+        (key(r), r["recall@10"]) for r in rows
+    )
 
 
 def test_pipeline_bad_input(tiny_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="unknown domains"):
         pipeline.Experiment(
-            dataclasses.replace(tiny_cfg(tiny_checkpoint), data=pipeline.DataConfig(
-                num_domains=2, num_items=30, num_users=40, merge=("Nope",))), tmp_path)
+            dataclasses.replace(
+                tiny_cfg(tiny_checkpoint),
+                data=pipeline.DataConfig(
+                    num_domains=2, num_items=30, num_users=40, merge=("Nope",)
+                ),
+            ),
+            tmp_path,
+        )
     with pytest.raises(ValueError, match="needs data.paths"):
         pipeline.DataConfig(source="files")
     with pytest.raises(ValueError, match="not key=value"):
         pipeline.parse_hparams(["ties:density"])
     assert pipeline.parse_hparams(["ties:density=0.1,granularity=tensor"]) == {
-        "ties": {"density": 0.1, "granularity": "tensor"}}
+        "ties": {"density": 0.1, "granularity": "tensor"}
+    }

@@ -212,6 +212,17 @@ def test_config_files_and_errors():
         no_all.stable.enabled or no_all.model_config.domain_gate or no_all.model_config.expert_gate
     )
     assert no_all.model_config.num_experts == 4
+    over = load_config(
+        "configs/mdmt/saf.py:tiny",
+        [
+            "stable.num_rff=5",
+            "stable_levels=bottom",
+            "adatask=true",
+            "model_config.expert_dims=8,4",
+        ],
+    )
+    assert over.stable.num_rff == 5 and over.stable_levels == ("bottom",) and over.adatask
+    assert over.model_config.expert_dims == (8, 4)
     for name in ("mlp", "shared_bottom", "mmoe", "ple"):
         b = load_config(f"configs/mdmt/baseline.py:{name},tiny")
         assert b.model == name and not b.stable.enabled

