@@ -160,14 +160,27 @@ def ties(
     return _finish(base, _sum_k(jax.tree.leaves(folded)), scale)
 
 
-def _dare_drop(leaves: Sequence[jax.Array], density: float, key: jax.Array) -> list[jax.Array]:
+def dare_masks(tvs: PyTree, density: float, key: jax.Array) -> PyTree:
+    """Bernoulli(``density``) keep-masks shaped like the stacked ``tvs`` (one draw for all).
+
+    One uniform draw over all entries (leaf order, row-major) keeps the HLO small; the masks
+    are a deterministic function of ``key``, ``density`` and the leaf shapes.
+    """
     if key is None:
         raise ValueError("DARE needs key=jax.random.key(seed)")
-    out = []
-    for i, x in enumerate(leaves):
-        keep = jax.random.bernoulli(jax.random.fold_in(key, i), density, x.shape)
-        out.append(jnp.where(keep, x / density, 0.0))
-    return out
+    leaves, tdef = jax.tree.flatten(tvs)
+    sizes = [x.size for x in leaves]
+    u = jax.random.uniform(key, (sum(sizes),))
+    out, off = [], 0
+    for x, n in zip(leaves, sizes):
+        out.append((u[off : off + n] < density).reshape(x.shape))
+        off += n
+    return jax.tree.unflatten(tdef, out)
+
+
+def _dare_drop(tvs: PyTree, density: float, key: jax.Array) -> list[jax.Array]:
+    keep = jax.tree.leaves(dare_masks(tvs, density, key))
+    return [jnp.where(m, x / density, 0.0) for m, x in zip(keep, _leaves32(tvs))]
 
 
 @_register("dare")
@@ -182,7 +195,7 @@ def dare(
         as a Free Lunch" (DARE), ICML 2024.
     """
     density = _check_density("density", density)
-    return _finish(base, _sum_k(_dare_drop(_leaves32(tvs), density, key)), scale)
+    return _finish(base, _sum_k(_dare_drop(tvs, density, key)), scale)
 
 
 @_register("dare_ties")
@@ -195,7 +208,7 @@ def dare_ties(
         Yu et al., DARE, ICML 2024; Yadav et al., TIES-Merging, NeurIPS 2023.
     """
     density = _check_density("density", density)
-    dropped = _dare_drop(_leaves32(tvs), density, key)
+    dropped = _dare_drop(tvs, density, key)
     return _finish(base, _sum_k(_elect_disjoint(dropped)), scale)
 
 

@@ -5,7 +5,7 @@ StableNet (Deep Stable Learning for OOD Generalization, CVPR 2021).
 """
 
 from jaxrec.stable.hsic import hsic_paper, hsic_stablenet, weighted_cov, weighted_hsic
-from jaxrec.stable.rff import rff_features
+from jaxrec.stable.rff import fast_cos, rff_apply, rff_draws, rff_features, rff_features_knd
 from jaxrec.stable.weights import (
     StableConfig,
     WeightMemory,
@@ -20,12 +20,16 @@ __all__ = [
     "StableConfig",
     "WeightMemory",
     "effective_sample_size",
+    "fast_cos",
     "hsic_paper",
     "hsic_stablenet",
     "init_memory",
     "learn_sample_weights",
     "reweight",
+    "rff_apply",
+    "rff_draws",
     "rff_features",
+    "rff_features_knd",
     "weighted_corr",
     "weighted_cov",
     "weighted_hsic",

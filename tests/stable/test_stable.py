@@ -139,8 +139,9 @@ def test_default_weights_decorrelate_planted_correlation(planted_result):
 def test_learn_sample_weights_is_memoryless_reweight():
     x = jnp.asarray(planted(16, d=3, seed=11))
     mask = jnp.ones(16).at[-2:].set(0)
-    w_fn = stable.learn_sample_weights(x, jax.random.key(7), mask=mask, inner_steps=3,
-                                       memory_warmup=2)
+    w_fn = stable.learn_sample_weights(
+        x, jax.random.key(7), mask=mask, inner_steps=3, memory_warmup=2
+    )
     w_rw, _, _ = REWEIGHT(x, None, jax.random.key(7), TINY, mask)
     np.testing.assert_allclose(w_fn, w_rw, rtol=1e-5, atol=1e-6)
 
@@ -233,8 +234,9 @@ def test_disabled_returns_mask_and_keeps_memory():
     x = jnp.ones((5, 2))
     mem = stable.init_memory(5, 2)
     mask = jnp.asarray([1.0, 1, 1, 1, 0])
-    w, mem2, info = stable.reweight(x, mem, jax.random.key(0), stable.StableConfig(enabled=False),
-                                    mask)
+    w, mem2, info = stable.reweight(
+        x, mem, jax.random.key(0), stable.StableConfig(enabled=False), mask
+    )
     np.testing.assert_array_equal(w, mask)
     assert mem2 is mem and float(info["ess"]) == 4.0
 
@@ -249,3 +251,44 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         stable.learn_sample_weights(np.ones(4), jax.random.key(0))
     assert hash(stable.StableConfig.lineage()) == hash(stable.StableConfig.lineage())
+
+
+def test_fast_cos_matches_cos():
+    a = jnp.linspace(-60.0, 60.0, 20001)
+    np.testing.assert_allclose(stable.fast_cos(a), np.cos(np.asarray(a, np.float64)), atol=1e-5)
+
+
+def test_rff_layouts_agree_and_paper_formula():
+    x = jax.random.normal(jax.random.key(3), (5, 4))
+    key = jax.random.key(4)
+    for kind in ("paper", "stablenet"):
+        z_ndk = stable.rff_features(x, key, 3, kind)
+        z_knd = stable.rff_features_knd(x, key, 3, kind)
+        np.testing.assert_allclose(jnp.transpose(z_knd, (1, 2, 0)), z_ndk, rtol=1e-6)
+    w_kd, b_kd = stable.rff_draws(key, 4, 3, "paper")
+    want = np.sqrt(2 / 3) * np.cos(
+        np.asarray(x)[:, :, None] * np.asarray(w_kd).T + np.asarray(b_kd).T
+    )
+    np.testing.assert_allclose(stable.rff_features(x, key, 3), want, atol=2e-5)
+    assert float(b_kd.min()) >= 0 and float(b_kd.max()) <= 2 * np.pi
+
+
+@pytest.mark.parity
+def test_hsic_matches_lineage_style_torch_loop():
+    torch = pytest.importorskip("torch")
+    import runpy
+    from pathlib import Path
+
+    bench = runpy.run_path(
+        str(Path(__file__).resolve().parents[2] / "benchmarks" / "bench_hsic.py")
+    )
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(9, 4, 3)).astype(np.float32)
+    p = rng.uniform(0.1, 1.0, size=9).astype(np.float32)
+    p /= p.sum()
+    zt, pt = torch.from_numpy(z), torch.from_numpy(p).view(-1, 1)
+    loop = sum(
+        float((c * c).sum() - (c * c).trace())
+        for c in (bench["torch_cov"](zt[:, :, i], pt) for i in range(3))
+    )
+    np.testing.assert_allclose(stable.hsic_stablenet(jnp.asarray(z), jnp.asarray(p)), loop, 1e-4)

@@ -45,7 +45,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def trainer(dataset):
-    return tm.Trainer(CFG, dataset.schema)  # all 8 fake devices on the data axis
+    return tm.Trainer(CFG, dataset.schema, mesh=sharding.make_mesh(data=1))
 
 
 def train_batches(dataset, n, pad=0):
@@ -70,7 +70,6 @@ def np_weighted_loss(bce_bt, dom_b, w_b, num_domains):
 
 
 def test_step_loss_is_the_weighted_group_loss_and_no_recompiles(trainer, dataset):
-    assert trainer.mesh.shape["data"] == 8
     state = trainer.init_state(seed=0)
     batches = train_batches(dataset, 3, pad=8)
     s0 = jax.device_get(state)
@@ -109,10 +108,11 @@ def test_step_loss_is_the_weighted_group_loss_and_no_recompiles(trainer, dataset
 
 
 def test_data_parallel_step_equals_single_device(trainer, dataset):
-    single = tm.Trainer(CFG, dataset.schema, mesh=sharding.make_mesh(data=1))
+    multi = tm.Trainer(CFG, dataset.schema)  # all 8 fake devices on the data axis
+    assert multi.mesh.shape["data"] == 8
     batches = train_batches(dataset, 2)
     results = []
-    for tr in (trainer, single):
+    for tr in (multi, trainer):
         state, outs = tr.init_state(seed=3), []
         for b in batches:
             state, out = tr.train_step(state, sharding.shard_batch(b, tr.mesh))
@@ -135,7 +135,7 @@ def test_adatask_step_keeps_per_task_moments(dataset):
             "progress": False,
         }
     )
-    tr = tm.Trainer(cfg, dataset.schema)
+    tr = tm.Trainer(cfg, dataset.schema, mesh=sharding.make_mesh(data=1))
     state = tr.init_state(0)
     mu = state["opt_state"][0].mu
     assert mu["embedding"]["table"].shape[0] == 2  # [T, ...] for shared params

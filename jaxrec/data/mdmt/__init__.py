@@ -1,6 +1,7 @@
 """Multi-domain multi-task (MDMT) CTR data: schema, batch loader, synthetic benchmark, real readers.
 
-``DATASETS`` maps names to loaders ``(**kwargs) -> MDMTDataset``; ``load(name, **kwargs)`` calls one:
+``DATASETS`` maps names to loaders ``(**kwargs) -> MDMTDataset``; ``load(name, **kwargs)``
+calls one:
 
 - ``synthetic``: seeded benchmark with causal/spurious ground truth (``make_synthetic``).
 - ``aliccp``: Scenario-Wise-Rec / torch-rechub CSV layout (23 sparse + 8 dense fields).

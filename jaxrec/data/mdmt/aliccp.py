@@ -52,12 +52,52 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RECHUB_SPARSE = ("101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206",
-                 "207", "210", "216", "508", "509", "702", "853", "301", "109_14", "110_14",
-                 "127_14", "150_14")
+RECHUB_SPARSE = (
+    "101",
+    "121",
+    "122",
+    "124",
+    "125",
+    "126",
+    "127",
+    "128",
+    "129",
+    "205",
+    "206",
+    "207",
+    "210",
+    "216",
+    "508",
+    "509",
+    "702",
+    "853",
+    "301",
+    "109_14",
+    "110_14",
+    "127_14",
+    "150_14",
+)
 RECHUB_DENSE = ("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853")
-AITM_FIELDS = ("101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207",
-               "216", "508", "509", "702", "853", "301")
+AITM_FIELDS = (
+    "101",
+    "121",
+    "122",
+    "124",
+    "125",
+    "126",
+    "127",
+    "128",
+    "129",
+    "205",
+    "206",
+    "207",
+    "216",
+    "508",
+    "509",
+    "702",
+    "853",
+    "301",
+)
 DOMAIN_FIELD = "301"
 DOMAIN_NAMES = ("domain_0", "domain_1", "domain_2")
 TASKS = ("click", "purchase")
@@ -101,9 +141,17 @@ def _read_csv_layout(
         col = {name: header.index(name) for name in header}
         sparse_idx = [col[n] for n in feat_names]
         dense_idx = [col[n] for n in dense_names]
-        sink = ColumnSink(max(count_lines(path) - 1, 0),
-                          {"sparse": len(feat_names), "dense": len(dense_names), "domain": None,
-                           "labels": len(TASKS)}, folder, split)
+        sink = ColumnSink(
+            max(count_lines(path) - 1, 0),
+            {
+                "sparse": len(feat_names),
+                "dense": len(dense_names),
+                "domain": None,
+                "labels": len(TASKS),
+            },
+            folder,
+            split,
+        )
         for line_no, vals in iter_csv_chunks(path, len(header), skip_header=True):
             sparse = vals[:, sparse_idx]
             bad = np.nonzero(np.any((sparse < 0) | (sparse != np.floor(sparse)), axis=1))[0]
@@ -111,29 +159,42 @@ def _read_csv_layout(
             bad_lab = np.nonzero(np.any((labels != 0) & (labels != 1), axis=1))[0]
             dom = vals[:, col[DOMAIN_FIELD]]
             bad_dom = np.nonzero((dom != np.floor(dom)) | (dom < 0))[0]
-            for rows, what in ((bad, "a sparse id is negative or not an integer"),
-                               (bad_lab, "click/purchase must be 0 or 1"),
-                               (bad_dom, f"field {DOMAIN_FIELD} is not a domain id")):
+            for rows, what in (
+                (bad, "a sparse id is negative or not an integer"),
+                (bad_lab, "click/purchase must be 0 or 1"),
+                (bad_dom, f"field {DOMAIN_FIELD} is not a domain id"),
+            ):
                 if rows.size:
                     raise ValueError(f"{path}:{line_no + rows[0]}: {what}")
             sparse = sparse.astype(np.int64) + id_shift
             if sparse.size:
                 max_id = np.maximum(max_id, sparse.max(axis=0))
-            sink.append(sparse=sparse.astype(np.int32), dense=vals[:, dense_idx].astype(np.float32),
-                        domain=dom.astype(np.int32), labels=labels.astype(np.float32))
+            sink.append(
+                sparse=sparse.astype(np.int32),
+                dense=vals[:, dense_idx].astype(np.float32),
+                domain=dom.astype(np.int32),
+                labels=labels.astype(np.float32),
+            )
         sinks[split] = sink
     if domain_of is None:
         for split, sink in sinks.items():
             dom = sink.arrays["domain"][: sink.n]
             if sink.n and (dom.min() < 1 or dom.max() > 3):
                 row = int(np.nonzero((dom < 1) | (dom > 3))[0][0])
-                raise ValueError(f"{files[split]}:{row + 2}: field {DOMAIN_FIELD} = {dom[row]}, "
-                                 "expected 1, 2 or 3")
+                raise ValueError(
+                    f"{files[split]}:{row + 2}: field {DOMAIN_FIELD} = {dom[row]}, "
+                    "expected 1, 2 or 3"
+                )
             sink.arrays["domain"][: sink.n] = dom - 1
     else:
         domain_of(sinks)
-    schema = MDMTSchema(sparse_names=feat_names, sparse_vocab=tuple(int(v) + 1 for v in max_id),
-                        dense_names=dense_names, domain_names=DOMAIN_NAMES, task_names=TASKS)
+    schema = MDMTSchema(
+        sparse_names=feat_names,
+        sparse_vocab=tuple(int(v) + 1 for v in max_id),
+        dense_names=dense_names,
+        domain_names=DOMAIN_NAMES,
+        task_names=TASKS,
+    )
     splits = {split: sink.close() for split, sink in sinks.items()}
     info = {**info, "files": {k: str(v) for k, v in files.items()}}
     if folder is not None:
@@ -168,33 +229,49 @@ def load_aliccp(
     References: Scenario-Wise-Rec; torch-rechub; SAF (AAAI 2026).
     """
     if path is None:
-        raise ValueError("load_aliccp needs path= (the folder with ali_ccp_*.csv); the full data "
-                         "set is not bundled")
+        raise ValueError(
+            "load_aliccp needs path= (the folder with ali_ccp_*.csv); the full data "
+            "set is not bundled"
+        )
     if (ds := _store_or(path, cache_dir)) is not None:
         return ds
     folder = Path(path)
     names = {s: (f"ali_ccp_{s}.csv", f"ali_ccp_{s}_sample.csv") for s in ("train", "val", "test")}
-    return _read_csv_layout(_find(folder, names), RECHUB_SPARSE, RECHUB_DENSE, 1, None,
-                            cache_dir, {"name": "aliccp", "layout": "rechub"}, keep_domain_field)
+    return _read_csv_layout(
+        _find(folder, names),
+        RECHUB_SPARSE,
+        RECHUB_DENSE,
+        1,
+        None,
+        cache_dir,
+        {"name": "aliccp", "layout": "rechub"},
+        keep_domain_field,
+    )
 
 
 def _domains_by_size(counts: dict[int, int]) -> dict[int, int]:
     """Maps the three field-301 values to domains by size: smallest -> 1, others by size -> 0, 2."""
     if len(counts) != 3:
-        raise ValueError(f"expected 3 distinct field-{DOMAIN_FIELD} values (domains), got "
-                         f"counts {counts}")
+        raise ValueError(
+            f"expected 3 distinct field-{DOMAIN_FIELD} values (domains), got counts {counts}"
+        )
     by_size = sorted(counts, key=lambda v: counts[v])
     return {by_size[0]: 1, by_size[1]: 0, by_size[2]: 2}
 
 
-def _remap_domains(sinks: dict[str, ColumnSink], files: dict[str, Path], train_splits=("train",),
-                   chunk: int = 1 << 22) -> dict[int, int]:
+def _remap_domains(
+    sinks: dict[str, ColumnSink],
+    files: dict[str, Path],
+    train_splits=("train",),
+    chunk: int = 1 << 22,
+) -> dict[int, int]:
     counts: dict[int, int] = {}
     for split in train_splits:
         sink = sinks[split]
         for a in range(0, sink.n, chunk):
-            vals, cnt = np.unique(sink.arrays["domain"][a : min(a + chunk, sink.n)],
-                                  return_counts=True)
+            vals, cnt = np.unique(
+                sink.arrays["domain"][a : min(a + chunk, sink.n)], return_counts=True
+            )
             for v, c in zip(vals.tolist(), cnt.tolist()):
                 counts[v] = counts.get(v, 0) + c
     mapping = _domains_by_size(counts)
@@ -206,8 +283,10 @@ def _remap_domains(sinks: dict[str, ColumnSink], files: dict[str, Path], train_s
             pos = np.clip(np.searchsorted(keys, dom), 0, len(keys) - 1)
             unknown = np.nonzero(keys[pos] != dom)[0]
             if unknown.size:
-                raise ValueError(f"{files.get(split, split)}: row {a + int(unknown[0]) + 1} has "
-                                 f"field {DOMAIN_FIELD} = {dom[unknown[0]]} not seen in train")
+                raise ValueError(
+                    f"{files.get(split, split)}: row {a + int(unknown[0]) + 1} has "
+                    f"field {DOMAIN_FIELD} = {dom[unknown[0]]} not seen in train"
+                )
             sink.arrays["domain"][a : min(a + chunk, sink.n)] = values[pos]
     return mapping
 
@@ -227,37 +306,51 @@ def load_aliccp_aitm(
         raise ValueError("load_aliccp_aitm needs path= (ctr_cvr.* files or a preprocessed store)")
     if (ds := _store_or(path, cache_dir)) is not None:
         return ds
-    files = _find(Path(path), {"train": ("ctr_cvr.train",), "val": ("ctr_cvr.dev",),
-                               "test": ("ctr_cvr.test",)})
-    return _read_csv_layout(files, AITM_FIELDS, (), 0, lambda s: _remap_domains(s, files),
-                            cache_dir, {"name": "aliccp_aitm", "layout": "aitm"},
-                            keep_domain_field)
+    files = _find(
+        Path(path),
+        {"train": ("ctr_cvr.train",), "val": ("ctr_cvr.dev",), "test": ("ctr_cvr.test",)},
+    )
+    return _read_csv_layout(
+        files,
+        AITM_FIELDS,
+        (),
+        0,
+        lambda s: _remap_domains(s, files),
+        cache_dir,
+        {"name": "aliccp_aitm", "layout": "aitm"},
+        keep_domain_field,
+    )
 
 
 # ----------------------------------------------------------------------------- raw Tianchi files
 
 
-def _parse_features(text: str, fields: dict[str, int], out: np.ndarray, where: str,
-                    expected: int | None) -> None:
+def _parse_features(
+    text: str, fields: dict[str, int], out: np.ndarray, where: str, expected: int | None
+) -> None:
     """Parses ``field\\x02feature_id\\x03value`` entries joined by \\x01 into ``out[field_pos]``
     (raw feature ids; the last entry of a field wins)."""
     entries = text.split("\x01") if text else []
     if expected is not None and len(entries) != expected:
-        raise ValueError(f"{where}: num_features = {expected} but the feature list has "
-                         f"{len(entries)} entries")
+        raise ValueError(
+            f"{where}: num_features = {expected} but the feature list has {len(entries)} entries"
+        )
     for entry in entries:
         field, sep, rest = entry.partition("\x02")
         feat, sep2, _ = rest.partition("\x03")
         if not sep or not sep2:
-            raise ValueError(f"{where}: malformed feature entry {entry[:60]!r} (want "
-                             "field\\x02feature_id\\x03value)")
+            raise ValueError(
+                f"{where}: malformed feature entry {entry[:60]!r} (want "
+                "field\\x02feature_id\\x03value)"
+            )
         pos = fields.get(field)
         if pos is not None:
             try:
                 out[pos] = int(feat)
             except ValueError:
-                raise ValueError(f"{where}: feature id {feat!r} of field {field} is not an "
-                                 "integer") from None
+                raise ValueError(
+                    f"{where}: feature id {feat!r} of field {field} is not an integer"
+                ) from None
 
 
 def _read_common(path: Path, fields: dict[str, int]) -> tuple[dict[str, int], np.ndarray]:
@@ -272,8 +365,10 @@ def _read_common(path: Path, fields: dict[str, int]) -> tuple[dict[str, int], np
             parts = line.split(",", 2)
             where = f"{path}:{line_no}"
             if len(parts) != 3:
-                raise ValueError(f"{where}: expected common_feature_index,num_features,"
-                                 f"feature_list, got {line[:80]!r}")
+                raise ValueError(
+                    f"{where}: expected common_feature_index,num_features,"
+                    f"feature_list, got {line[:80]!r}"
+                )
             try:
                 expected = int(parts[1])
             except ValueError:
@@ -284,8 +379,9 @@ def _read_common(path: Path, fields: dict[str, int]) -> tuple[dict[str, int], np
     return index, table[: len(index)]
 
 
-def _stream_skeleton(path, common_index, common_table, fields, raw_sinks, pick_split,
-                     chunk_rows, progress):
+def _stream_skeleton(
+    path, common_index, common_table, fields, raw_sinks, pick_split, chunk_rows, progress
+):
     """Pass over a skeleton file: joined raw ids into ``raw_sinks[split]`` (int64 memmaps)."""
     n_fields = len(fields)
     buf_ids = np.zeros((chunk_rows, n_fields), np.int64)
@@ -308,9 +404,11 @@ def _stream_skeleton(path, common_index, common_table, fields, raw_sinks, pick_s
             where = f"{path}:{line_no}"
             parts = line.split(",", 5)
             if len(parts) != 6:
-                raise ValueError(f"{where}: expected sample_id,click,purchase,"
-                                 f"common_feature_index,num_features,feature_list, got "
-                                 f"{line[:80]!r}")
+                raise ValueError(
+                    f"{where}: expected sample_id,click,purchase,"
+                    f"common_feature_index,num_features,feature_list, got "
+                    f"{line[:80]!r}"
+                )
             click, buy = parts[1], parts[2]
             if click not in ("0", "1") or buy not in ("0", "1"):
                 raise ValueError(f"{where}: click/purchase must be 0 or 1, got {click!r}, {buy!r}")
@@ -319,8 +417,9 @@ def _stream_skeleton(path, common_index, common_table, fields, raw_sinks, pick_s
                 continue
             common_row = common_index.get(parts[3])
             if common_row is None:
-                raise ValueError(f"{where}: common_feature_index {parts[3]!r} is not in the "
-                                 "common features file")
+                raise ValueError(
+                    f"{where}: common_feature_index {parts[3]!r} is not in the common features file"
+                )
             try:
                 expected = int(parts[4])
             except ValueError:
@@ -348,8 +447,9 @@ class _RawSink:
     def __init__(self, folder: Path, split: str, capacity: int, width: int):
         cap = max(capacity, 1)
         self.ids = np.memmap(folder / f"{split}.rawids.int64", np.int64, "w+", shape=(cap, width))
-        self.labels = np.memmap(folder / f"{split}.rawlab.float32", np.float32, "w+",
-                                shape=(cap, 2))
+        self.labels = np.memmap(
+            folder / f"{split}.rawlab.float32", np.float32, "w+", shape=(cap, 2)
+        )
         self.n = 0
 
     def append(self, ids, labels):
@@ -424,14 +524,14 @@ def preprocess_raw(
                 return np.where(u < val_fraction, "val", "train")
 
             bar = _progress(cap, f"parse {skel.name}", show_progress)
-            dropped = _stream_skeleton(skel, index, table, field_pos, sinks, pick, chunk_rows,
-                                       bar.update)
+            dropped = _stream_skeleton(
+                skel, index, table, field_pos, sinks, pick, chunk_rows, bar.update
+            )
             bar.close()
             log.info("%s: dropped %d rows with purchase but no click", skel, dropped)
             del index, table
             raw.update(sinks)
-        _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir,
-                         chunk_rows * 16)
+        _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir, chunk_rows * 16)
     finally:
         raw.clear()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -468,8 +568,10 @@ def _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir, 
                 cj = counts[j]
                 for v, c in zip(vals.tolist(), cnt.tolist()):
                     cj[v] = cj.get(v, 0) + c
-    kept = [np.asarray(sorted(v for v, c in cj.items() if c > min_count and v != 0), np.int64)
-            for cj in counts]
+    kept = [
+        np.asarray(sorted(v for v, c in cj.items() if c > min_count and v != 0), np.int64)
+        for cj in counts
+    ]
     domain_map = _domains_by_size({v: c for v, c in counts[dom_pos].items() if v != 0})
     dom_keys = np.asarray(sorted(domain_map), np.int64)
     dom_vals = np.asarray([domain_map[k] for k in sorted(domain_map)], np.int32)
@@ -477,8 +579,12 @@ def _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir, 
     sizes = {}
     for split in ("train", "val", "test"):
         src = raw[split]
-        sink = ColumnSink(src.n, {"sparse": len(feat_fields), "dense": 0, "domain": None,
-                                  "labels": 2}, out_dir, split)
+        sink = ColumnSink(
+            src.n,
+            {"sparse": len(feat_fields), "dense": 0, "domain": None, "labels": 2},
+            out_dir,
+            split,
+        )
         for a in range(0, src.n, chunk):
             block = np.asarray(src.ids[a : min(a + chunk, src.n)])
             enc = np.zeros((block.shape[0], len(feat_fields)), np.int32)
@@ -490,18 +596,31 @@ def _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir, 
             pos = np.clip(np.searchsorted(dom_keys, block[:, dom_pos]), 0, dom_keys.size - 1)
             unknown = np.nonzero(dom_keys[pos] != block[:, dom_pos])[0]
             if unknown.size:
-                raise ValueError(f"{files['test' if split == 'test' else 'train']}: a {split} "
-                                 f"sample has field {DOMAIN_FIELD} = {block[unknown[0], dom_pos]}"
-                                 " not seen in train")
-            sink.append(sparse=enc, dense=np.zeros((block.shape[0], 0), np.float32),
-                        domain=dom_vals[pos], labels=np.asarray(src.labels[a : a + block.shape[0]]))
+                raise ValueError(
+                    f"{files['test' if split == 'test' else 'train']}: a {split} "
+                    f"sample has field {DOMAIN_FIELD} = {block[unknown[0], dom_pos]}"
+                    " not seen in train"
+                )
+            sink.append(
+                sparse=enc,
+                dense=np.zeros((block.shape[0], 0), np.float32),
+                domain=dom_vals[pos],
+                labels=np.asarray(src.labels[a : a + block.shape[0]]),
+            )
         sink.close()
         sizes[split] = sink.n
-    schema = MDMTSchema(sparse_names=tuple(feat_fields),
-                        sparse_vocab=tuple(int(kept[fields.index(f)].size) + 1
-                                           for f in feat_fields),
-                        dense_names=(), domain_names=DOMAIN_NAMES, task_names=TASKS)
-    info = {"name": "aliccp_aitm", "layout": "aitm-store", "min_count": min_count,
-            "domain_field_values": {str(k): v for k, v in domain_map.items()},
-            "raw_files": {k: str(v) for k, v in files.items()}}
+    schema = MDMTSchema(
+        sparse_names=tuple(feat_fields),
+        sparse_vocab=tuple(int(kept[fields.index(f)].size) + 1 for f in feat_fields),
+        dense_names=(),
+        domain_names=DOMAIN_NAMES,
+        task_names=TASKS,
+    )
+    info = {
+        "name": "aliccp_aitm",
+        "layout": "aitm-store",
+        "min_count": min_count,
+        "domain_field_values": {str(k): v for k, v in domain_map.items()},
+        "raw_files": {k: str(v) for k, v in files.items()},
+    }
     write_store_meta(out_dir, schema, sizes, info)

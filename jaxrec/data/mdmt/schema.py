@@ -138,7 +138,9 @@ class MDMTSplit:
                 )
         dmin, dmax = int(self.domain.min()), int(self.domain.max())
         if dmin < 0 or dmax >= schema.num_domains:
-            raise ValueError(f"{name}: domain ids in [{dmin}, {dmax}] outside [0, {schema.num_domains})")
+            raise ValueError(
+                f"{name}: domain ids in [{dmin}, {dmax}] outside [0, {schema.num_domains})"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

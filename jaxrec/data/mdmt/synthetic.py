@@ -120,12 +120,21 @@ def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> MDMTDatas
         p_click, p_buy_given_click = _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
         click = s_rng.random(n) < p_click
         buy = click & (s_rng.random(n) < p_buy_given_click)
-        return dict(domain=domain, user=user, item=item, z=z, click=click, buy=buy,
-                    oracle=np.stack([p_click, p_click * p_buy_given_click], 1))
+        return dict(
+            domain=domain,
+            user=user,
+            item=item,
+            z=z,
+            click=click,
+            buy=buy,
+            oracle=np.stack([p_click, p_click * p_buy_given_click], 1),
+        )
 
     sizes = dict(train=cfg.num_train, val=cfg.num_val, test=cfg.num_test, test_ood=cfg.num_test_ood)
-    raw = {name: sample(n, np.random.default_rng((cfg.seed, i + 1)))
-           for i, (name, n) in enumerate(sizes.items())}
+    raw = {
+        name: sample(n, np.random.default_rng((cfg.seed, i + 1)))
+        for i, (name, n) in enumerate(sizes.items())
+    }
     qs = np.linspace(0, 1, cfg.num_buckets + 1)[1:-1]
     z_edges = np.quantile(raw["train"]["z"][:, 0], qs)
     item_edges = np.quantile(item_vec[:, 0], qs)
@@ -137,9 +146,9 @@ def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> MDMTDatas
         sp_bucket = _bucketize(r["z"][:, 0], z_edges, strength, s_rng, cfg.num_buckets)
         sp_item = _bucketize(item_vec[r["item"], 0], item_edges, strength, s_rng, cfg.num_buckets)
         price = item_price[r["item"]]
-        sp_dense = strength * item_vec[r["item"], 0] + np.sqrt(1 - strength**2 + 0.1) * s_rng.normal(
-            size=n
-        )
+        sp_dense = strength * item_vec[r["item"], 0] + np.sqrt(
+            1 - strength**2 + 0.1
+        ) * s_rng.normal(size=n)
         sparse = np.stack(
             [r["user"] + 1, r["item"] + 1, item_cat[r["item"]] + 1, sp_bucket, sp_item], 1
         ).astype(np.int32)
@@ -149,8 +158,13 @@ def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> MDMTDatas
         oracle[name] = r["oracle"].astype(np.float32)
     schema = MDMTSchema(
         sparse_names=CAUSAL_SPARSE + SPURIOUS_SPARSE,
-        sparse_vocab=(cfg.num_users + 1, cfg.num_items + 1, cfg.num_categories + 1,
-                      cfg.num_buckets + 1, cfg.num_buckets + 1),
+        sparse_vocab=(
+            cfg.num_users + 1,
+            cfg.num_items + 1,
+            cfg.num_categories + 1,
+            cfg.num_buckets + 1,
+            cfg.num_buckets + 1,
+        ),
         dense_names=("price", "sp_dense"),
         domain_names=tuple(f"domain_{d}" for d in range(nd)),
         task_names=("click", "purchase"),
@@ -160,10 +174,18 @@ def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> MDMTDatas
         config=dataclasses.asdict(cfg),
         causal_fields=CAUSAL_SPARSE + ("price",),
         spurious_fields=SPURIOUS_SPARSE + ("sp_dense",),
-        spurious_strength={n: (cfg.ood_strength if n == "test_ood" else cfg.spurious_strength)
-                           for n in splits},
+        spurious_strength={
+            n: (cfg.ood_strength if n == "test_ood" else cfg.spurious_strength) for n in splits
+        },
         oracle_probs=oracle,
-        effects=dict(user=user_vec, item=item_vec, category=cat_eff, domain_weight=dom_w,
-                     domain_bias=dom_bias, item_category=item_cat, item_price=item_price),
+        effects=dict(
+            user=user_vec,
+            item=item_vec,
+            category=cat_eff,
+            domain_weight=dom_w,
+            domain_bias=dom_bias,
+            item_category=item_cat,
+            item_price=item_price,
+        ),
     )
     return MDMTDataset(schema, splits, info).validate()

@@ -35,8 +35,9 @@ def test_rechub_sample_matches_csv(shared_data):
         np.testing.assert_array_equal(got.sparse, want_sparse)
         want_dense = [[float(r[f]) for f in RECHUB_DENSE] for r in rows]
         np.testing.assert_allclose(got.dense, want_dense, rtol=1e-6)
-        np.testing.assert_array_equal(got.labels, [[int(r["click"]), int(r["purchase"])]
-                                                   for r in rows])
+        np.testing.assert_array_equal(
+            got.labels, [[int(r["click"]), int(r["purchase"])] for r in rows]
+        )
     assert set(np.unique(ds["train"].domain)) == {0, 1, 2}
     with_dom = mdmt.load_aliccp(shared_data / SAMPLE, keep_domain_field=True)
     j = with_dom.schema.sparse_names.index("301")
@@ -78,8 +79,26 @@ def test_rechub_malformed_row_names_file_and_line(shared_data, tmp_path):
         mdmt.load_aliccp(tmp_path / "missing")
 
 
-AITM = ("101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207",
-        "216", "508", "509", "702", "853", "301")
+AITM = (
+    "101",
+    "121",
+    "122",
+    "124",
+    "125",
+    "126",
+    "127",
+    "128",
+    "129",
+    "205",
+    "206",
+    "207",
+    "216",
+    "508",
+    "509",
+    "702",
+    "853",
+    "301",
+)
 
 
 def _write_aitm(folder, rng):
@@ -103,8 +122,9 @@ def test_aitm_layout_domains_by_size(tmp_path):
     for split, name in (("train", "train"), ("val", "dev"), ("test", "test")):
         np.testing.assert_array_equal(ds[split].domain, [code_to_domain[c] for c in doms[name]])
         rows = _csv_rows(tmp_path / f"ctr_cvr.{name}")
-        np.testing.assert_array_equal(ds[split].sparse, [[int(r[f]) for f in AITM[:-1]]
-                                                         for r in rows])  # no id shift
+        np.testing.assert_array_equal(
+            ds[split].sparse, [[int(r[f]) for f in AITM[:-1]] for r in rows]
+        )  # no id shift
     bad = tmp_path / "ctr_cvr.test"
     bad.write_text(bad.read_text() + "1,0,1,2\n")
     with pytest.raises(ValueError, match=r"ctr_cvr.test:6: expected 20"):
@@ -157,14 +177,17 @@ def _encode_reference(expected, min_count):
     by_size = sorted(dom_cnt, key=dom_cnt.get)
     dom_map = {by_size[0]: 1, by_size[1]: 0, by_size[2]: 2}
     return lambda rows: sorted(
-        (r[0], r[1], keep[2].get(r[2], 0), keep[3].get(r[3], 0), dom_map[r[4]]) for r in rows)
+        (r[0], r[1], keep[2].get(r[2], 0), keep[3].get(r[3], 0), dom_map[r[4]]) for r in rows
+    )
 
 
 def _rows_of(*splits):
     out = []
     for s in splits:
-        out += [(int(lab[0]), int(lab[1]), int(sp[0]), int(sp[1]), int(d))
-                for sp, lab, d in zip(s.sparse, s.labels, s.domain)]
+        out += [
+            (int(lab[0]), int(lab[1]), int(sp[0]), int(sp[1]), int(d))
+            for sp, lab, d in zip(s.sparse, s.labels, s.domain)
+        ]
     return sorted(out)
 
 
@@ -172,8 +195,9 @@ def test_preprocess_raw_matches_reference(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     expected = _write_raw(raw, np.random.default_rng(1))
-    ds = mdmt.preprocess_raw(raw, tmp_path / "store", fields=FIELDS, min_count=2,
-                             val_fraction=0.25, chunk_rows=7)
+    ds = mdmt.preprocess_raw(
+        raw, tmp_path / "store", fields=FIELDS, min_count=2, val_fraction=0.25, chunk_rows=7
+    )
     ref = _encode_reference(expected, 2)
     assert ds.schema.sparse_names == ("101", "205") and ds.schema.num_domains == 3
     assert isinstance(ds["train"].sparse, np.memmap)
@@ -187,8 +211,23 @@ def test_preprocess_raw_matches_reference(tmp_path):
     assert not (tmp_path / "store" / "_tmp_raw").exists()
     # same seed -> same val split; the script wrapper gives the same store
     main = runpy.run_path(str(ROOT / "scripts" / "preprocess_aliccp.py"))["main"]
-    main(["--raw-dir", str(raw), "--out-dir", str(tmp_path / "s2"), "--fields", "101,205,301",
-          "--min-count", "2", "--val-fraction", "0.25", "--chunk-rows", "7", "--quiet"])
+    main(
+        [
+            "--raw-dir",
+            str(raw),
+            "--out-dir",
+            str(tmp_path / "s2"),
+            "--fields",
+            "101,205,301",
+            "--min-count",
+            "2",
+            "--val-fraction",
+            "0.25",
+            "--chunk-rows",
+            "7",
+            "--quiet",
+        ]
+    )
     again = mdmt.open_store(tmp_path / "s2")
     np.testing.assert_array_equal(again["val"].sparse, ds["val"].sparse)
 

@@ -50,7 +50,15 @@ def test_sizes_domains_and_labels_match_raw_counts(ml):
     labels = np.concatenate([ml[s].labels for s in ("train", "val", "test")])
     assert labels[:, 0].sum() == (ratings > 3).sum() and labels[:, 1].sum() == (ratings > 4).sum()
     assert (labels[:, 1] <= labels[:, 0]).all()
-    assert ml.schema.sparse_names == ("user", "movie", "gender", "occupation", "zip", "genre", "age")
+    assert ml.schema.sparse_names == (
+        "user",
+        "movie",
+        "gender",
+        "occupation",
+        "zip",
+        "genre",
+        "age",
+    )
     assert ml.schema.sparse_vocab[0] == 6041 and ml.schema.sparse_vocab[2] == 3
     assert ml.schema.task_names == ("click", "like") and ml.schema.num_domains == 3
     # the age field agrees with the domain of every row

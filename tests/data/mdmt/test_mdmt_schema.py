@@ -81,8 +81,12 @@ def test_schema_and_split_validation():
         mdmt.MDMTSplit(split.sparse, split.dense, split.domain[:4], split.labels)
     with pytest.raises(TypeError, match="int32"):
         mdmt.MDMTSplit(split.sparse.astype(np.int64), split.dense, split.domain, split.labels)
-    schema = mdmt.MDMTSchema(sparse_names=("a", "b", "c"), sparse_vocab=(100, 100, 42),
-                             dense_names=("x", "y"), domain_names=("d0", "d1", "d2"))
+    schema = mdmt.MDMTSchema(
+        sparse_names=("a", "b", "c"),
+        sparse_vocab=(100, 100, 42),
+        dense_names=("x", "y"),
+        domain_names=("d0", "d1", "d2"),
+    )
     with pytest.raises(ValueError, match="'c' has ids in"):
         split.validate(schema, "train")
     ds = mdmt.MDMTDataset(schema, {"train": split})

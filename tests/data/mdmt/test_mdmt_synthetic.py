@@ -27,7 +27,11 @@ def ds():
 def test_defaults_sizes_speed_and_structure(ds):
     assert ds.info["gen_s"] < 2.0
     assert {k: len(v) for k, v in ds.splits.items()} == {
-        "train": 20_000, "val": 5_000, "test": 10_000, "test_ood": 10_000}
+        "train": 20_000,
+        "val": 5_000,
+        "test": 10_000,
+        "test_ood": 10_000,
+    }
     tr = ds["train"]
     share = np.bincount(tr.domain, minlength=3) / len(tr)
     np.testing.assert_allclose(share, (0.38, 0.01, 0.61), atol=0.015)
@@ -63,7 +67,8 @@ def test_spurious_fields_flip_out_of_distribution(ds):
         j = names.index(field)
         v = ds.schema.sparse_vocab[j]
         rate = np.bincount(tr.sparse[:, j], tr.labels[:, 0], v) / np.maximum(
-            np.bincount(tr.sparse[:, j], minlength=v), 1)
+            np.bincount(tr.sparse[:, j], minlength=v), 1
+        )
         return auc(ds[split].labels[:, 0], rate[ds[split].sparse[:, j]])
 
     assert rate_auc("sp_bucket", "test") > 0.7 and rate_auc("sp_bucket", "test_ood") < 0.35

@@ -1,0 +1,171 @@
+"""task_vector, stack, layer_groups, combine, and clear errors on bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from merging_trees import K, make_models
+
+from jaxrec import merging
+
+
+@pytest.fixture(scope="module")
+def models():
+    return make_models(seed=1)
+
+
+def test_task_vector_and_stack(models):
+    base, fts = models
+    tv = merging.task_vector(fts[0], base)
+    np.testing.assert_allclose(tv["emb"], fts[0]["emb"] - base["emb"], rtol=0, atol=0)
+    st = merging.stack([merging.task_vector(f, base) for f in fts])
+    assert st["encoder"]["layers"][0]["w"].shape == (K, 8, 5)
+    back = merging.unstack(st)
+    assert len(back) == K
+    np.testing.assert_array_equal(back[1]["emb"], merging.task_vector(fts[1], base)["emb"])
+
+
+def test_layer_groups_nested_dict_and_tensor(models):
+    base, _ = models
+    g = merging.layer_groups(base)
+    assert g == {"emb": "others",
+                 "encoder": {"layers": {0: {"b": "layer_0", "w": "layer_0"}, 1: {"w": "layer_1"}}}}
+    t = merging.layer_groups(base, granularity="tensor")
+    assert t["encoder"]["layers"][0]["w"] == "encoder.layers.0.w"
+    assert merging.group_names(g) == ["layer_0", "layer_1", "others"]
+
+
+def test_layer_groups_hf_flat_names():
+    params = {
+        "embeddings.word_embeddings.weight": 0.0,
+        "encoder.layer.3.attention.self.query.weight": 0.0,
+        "encoder.layer.11.output.dense.bias": 0.0,
+        "h.2.mlp.c_fc.weight": 0.0,
+        "pooler.dense.weight": 0.0,
+        "encoder.layer_norm.weight": 0.0,
+    }
+    g = merging.layer_groups(params)
+    assert g["encoder.layer.3.attention.self.query.weight"] == "layer_3"
+    assert g["encoder.layer.11.output.dense.bias"] == "layer_11"
+    assert g["h.2.mlp.c_fc.weight"] == "layer_2"
+    assert g["pooler.dense.weight"] == g["embeddings.word_embeddings.weight"] == "others"
+    assert g["encoder.layer_norm.weight"] == "others"
+
+
+class _Block(nnx.Module):
+    def __init__(self, rngs):
+        self.attention = nnx.Linear(2, 2, rngs=rngs)
+
+
+class _Encoder(nnx.Module):
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(5, 2, rngs=rngs)
+        self.layers = nnx.List([_Block(rngs) for _ in range(3)])
+
+
+def test_layer_groups_nnx_state_and_combine():
+    model = _Encoder(nnx.Rngs(0))
+    _, params = nnx.split(model, nnx.Param)
+    groups = merging.layer_groups(params)
+    names = dict(zip(merging.leaf_paths(params), jax.tree.leaves(groups)))
+    assert names["layers.2.attention.kernel.value"] == "layer_2"
+    assert names["embed.embedding.value"] == "others"
+    assert merging.group_names(groups) == ["layer_0", "layer_1", "layer_2", "others"]
+    tvs = [jax.tree.map(lambda x, i=i: jnp.full_like(x, i + 1.0), params) for i in range(2)]
+    coef = {g: jnp.asarray([0.5, float(j)]) for j, g in enumerate(merging.group_names(groups))}
+    out = merging.combine(params, tvs, coef)
+    assert isinstance(out, nnx.State)
+    got = out["layers"][1]["attention"]["kernel"][...]
+    np.testing.assert_allclose(got, params["layers"][1]["attention"]["kernel"][...] + 0.5 + 2.0)
+
+
+def test_combine_domain_and_layer_wise(models):
+    base, fts = models
+    tvs = [merging.task_vector(f, base) for f in fts]
+    c = jnp.asarray([0.3, -0.2, 0.9])
+    got = merging.combine(base, tvs, c)
+    exp = base["emb"] + sum(float(c[i]) * np.asarray(tvs[i]["emb"]) for i in range(K))
+    np.testing.assert_allclose(got["emb"], exp, rtol=1e-6, atol=1e-6)
+    # stacked input gives the same result, jitted
+    st = merging.stack(tvs)
+    got2 = jax.jit(merging.combine)(base, st, c)
+    np.testing.assert_allclose(got2["emb"], got["emb"], rtol=1e-6, atol=1e-6)
+    # layer-wise: each group has its own coefficients
+    lw = {"layer_0": c, "layer_1": 2 * c, "others": jnp.zeros(K)}
+    got3 = merging.combine(base, st, lw)
+    np.testing.assert_allclose(got3["emb"], base["emb"])
+    w1 = base["encoder"]["layers"][1]["w"] + sum(2 * float(c[i]) * np.asarray(tvs[i]["encoder"]["layers"][1]["w"]) for i in range(K))
+    np.testing.assert_allclose(got3["encoder"]["layers"][1]["w"], w1, rtol=1e-6, atol=1e-6)
+
+
+def test_combine_is_differentiable(models):
+    base, fts = models
+    st = merging.stack([merging.task_vector(f, base) for f in fts])
+    loss = lambda c: sum(jnp.sum(x**2) for x in jax.tree.leaves(merging.combine(base, st, c)))
+    c = jnp.asarray([0.1, 0.2, 0.3])
+    g = jax.jit(jax.grad(loss))(c)
+    merged = [np.asarray(x, np.float64) for x in jax.tree.leaves(merging.combine(base, st, c))]
+    taus = [np.asarray(x, np.float64) for x in jax.tree.leaves(st)]
+    exp = [sum(2 * np.sum(m * t[i]) for m, t in zip(merged, taus)) for i in range(K)]
+    np.testing.assert_allclose(g, exp, rtol=1e-4)
+    lw = {n: c for n in ("layer_0", "layer_1", "others")}
+    gl = jax.grad(lambda d: sum(jnp.sum(x**2) for x in jax.tree.leaves(merging.combine(base, st, d))))(lw)
+    np.testing.assert_allclose(sum(gl.values()), g, rtol=1e-4)
+
+
+def test_combine_errors(models):
+    base, fts = models
+    tvs = [merging.task_vector(f, base) for f in fts]
+    with pytest.raises(ValueError, match=r"expected \(3,\)"):
+        merging.combine(base, tvs, jnp.ones(2))
+    with pytest.raises(ValueError, match="missing groups.*layer_1"):
+        merging.combine(base, tvs, {"layer_0": jnp.ones(K), "others": jnp.ones(K)})
+    with pytest.raises(ValueError, match="empty"):
+        merging.combine(base, [], jnp.ones(0))
+    with pytest.raises(ValueError, match="leaves \\[K"):
+        merging.combine(base, base, jnp.ones(K))
+
+
+def test_bad_inputs_name_paths(models):
+    base, fts = models
+    other = dict(base, extra=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="unexpected paths \\['extra'\\]"):
+        merging.merge("task_arithmetic", base, [fts[0], other])
+    shaped = dict(fts[0], emb=np.zeros((16, 4), np.float32))
+    with pytest.raises(ValueError, match=r"finetuned\[1\].*emb: float32\[16, 4\] vs float32\[16, 3\]"):
+        merging.merge("ties", base, [fts[0], shaped])
+    typed = dict(fts[0], emb=fts[0]["emb"].astype(np.float16))
+    with pytest.raises(ValueError, match="emb: float16"):
+        merging.merge("ties", base, [typed])
+    with pytest.raises(ValueError, match="empty"):
+        merging.merge("ties", base, [])
+    bad = dict(fts[0], emb=fts[0]["emb"].copy())
+    bad["emb"][2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"finetuned\[0\] has NaN/inf values at: \['emb'\]"):
+        merging.merge("task_arithmetic", base, [bad])
+    inf = jax.tree.map(np.copy, base)
+    inf["encoder"]["layers"][1]["w"][0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"base has NaN/inf .*encoder.layers.1.w"):
+        merging.merge("task_arithmetic", inf, fts)
+    with pytest.raises(TypeError, match="floats"):
+        merging.merge("task_arithmetic", {"a": np.arange(3)}, [{"a": np.arange(3)}])
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan")])
+@pytest.mark.parametrize("method", ["ties", "dare", "localize_and_stitch", "breadcrumbs"])
+def test_density_out_of_range(models, method, density):
+    base, fts = models
+    with pytest.raises(ValueError, match="density must be a number in \\(0, 1\\]"):
+        key = {"key": jax.random.key(0)} if method == "dare" else {}
+        merging.merge(method, base, fts, density=density, **key)
+
+
+def test_unknown_method_and_hparams(models):
+    base, fts = models
+    with pytest.raises(KeyError, match="unknown merge method 'tie'.*ties"):
+        merging.merge("tie", base, fts)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        merging.merge("task_arithmetic", base, fts, densty=0.3)
+    with pytest.raises(ValueError, match="granularity"):
+        merging.merge("ties", base, fts, granularity="layer")
