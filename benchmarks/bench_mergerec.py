@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from jaxrec import merging
-from jaxrec.mergerec import learn, losses
+from jaxrec.mergerec import learn
 
 
 def build_encoder(small: bool):

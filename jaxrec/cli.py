@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # orbax (absl) and jax backend discovery are chatty at INFO
+        for name in ("absl", "jax._src.xla_bridge", "orbax"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return int(args.func(args) or 0)
 
 

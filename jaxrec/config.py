@@ -2,8 +2,8 @@
 
 A config file is a Python file with ``get_config(arg: str | None)`` returning a (frozen) dataclass;
 variants such as ``:tiny`` are code in that function. Overrides ``a.b=v`` are parsed by the type of
-the dataclass field they set, so ``--set train.lr=1e-3`` gives a float and ``--set model.dims=64,32``
-a tuple of ints.
+the dataclass field they set, so ``--set train.lr=1e-3`` gives a float and
+``--set model.dims=64,32`` a tuple of ints.
 
 Example::
 

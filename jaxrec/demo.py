@@ -128,11 +128,12 @@ def saf_table(rows) -> str:
         "|---|---|---|---|---|",
     ]
     for name, res in rows:
-        cell = lambda split, key="mean_auc": (
-            f"{res[split][key]:.4f}" if split in res and res[split].get(key) is not None else "-"
-        )
-        lines.append(
-            f"| {name} | {cell('val')} | {cell('test')} | {cell('test_ood')} | "
-            f"{cell('test', 'mean_logloss')} |"
-        )
+        cells = [_cell(res, split) for split in ("val", "test", "test_ood")]
+        cells.append(_cell(res, "test", "mean_logloss"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(res: dict, split: str, key: str = "mean_auc") -> str:
+    value = res.get("splits", {}).get(split, {}).get(key)
+    return "-" if value is None else f"{value:.4f}"

@@ -8,7 +8,7 @@ import jax
 
 
 def key_str(entry: Any) -> str:
-    """One path entry as text: DictKey('a') -> 'a', SequenceKey(0) -> '0', GetAttrKey('x') -> 'x'."""
+    """One path entry as text: DictKey('a') -> 'a', SequenceKey(0) -> '0', GetAttrKey -> name."""
     for attr in ("key", "idx", "name"):
         if hasattr(entry, attr):
             return str(getattr(entry, attr))
@@ -36,7 +36,7 @@ def named_leaves(tree: Any, sep: str = "/") -> dict[str, Any]:
 
 
 def describe_mismatch(expected: dict[str, Any], got: dict[str, Any], limit: int = 20) -> str:
-    """Lists missing, unexpected and mis-shaped/mis-typed names between two ``named_leaves`` dicts."""
+    """Lists missing, unexpected and mis-shaped/-typed names of two ``named_leaves`` dicts."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     bad = []

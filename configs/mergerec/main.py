@@ -9,7 +9,8 @@ Comma-separated tokens, applied in order:
 - ``movielens``: MovieLens genre domains (``ml-100k``; ``ml1m`` for ml-1m);
 - ``backbone=<folder>``: any local HF checkpoint (BLaIR = RoBERTa, RecFormer = Longformer);
 - ``recformer``: RecFormer-style inputs (``recformer_init`` turns BERT/RoBERTa into a RecFormer);
-- ``paper``: the paper's optimisation settings (500 learned steps, 5 seeds, batch 64 x 4, 10 epochs);
+- ``paper``: the paper's optimisation settings (500 learned steps, 5 seeds, batch 64 x 4,
+  10 epochs);
 - ``users=<n>``: evaluate a fixed random subsample of n users per domain;
 - ``bf16``: bfloat16 compute (accelerators).
 """

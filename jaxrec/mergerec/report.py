@@ -103,7 +103,7 @@ def plot_coefficients(
     title: str = "merging coefficients",
 ) -> Path:
     """Figure 6 style: coefficient value per step, one panel per run, one line per domain
-    (layer-wise runs: ``[steps, groups, K]`` arrays show the mean over groups with a min-max band)."""
+    (layer-wise runs: ``[steps, groups, K]`` arrays: mean over groups with a min-max band)."""
     plt = _plt()
     n = max(len(trajectories), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)

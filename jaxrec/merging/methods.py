@@ -59,6 +59,14 @@ def _finish(base: PyTree, delta_leaves: Sequence[jax.Array], scale: float) -> Py
     return jax.tree.unflatten(tdef, out)
 
 
+def _ksum(x: jax.Array) -> jax.Array:
+    """Sum over the leading task axis, unrolled (XLA:CPU reduces a short leading axis slowly)."""
+    acc = x[0]
+    for k in range(1, x.shape[0]):
+        acc = acc + x[k]
+    return acc
+
+
 def _elect_disjoint(tvs_leaves: Sequence[jax.Array]) -> list[jax.Array]:
     """TIES sign election + disjoint-mean division folded into each task: [K, ...] per leaf.
 
@@ -67,15 +75,15 @@ def _elect_disjoint(tvs_leaves: Sequence[jax.Array]) -> list[jax.Array]:
     """
     out = []
     for x in tvs_leaves:
-        elected = jnp.where(jnp.sum(x, axis=0) >= 0, 1.0, -1.0)
+        elected = jnp.where(_ksum(x) >= 0, 1.0, -1.0)
         agree = x * elected > 0
-        n = jnp.maximum(jnp.sum(agree, axis=0, dtype=_F32), 1.0)
+        n = jnp.maximum(_ksum(agree.astype(_F32)), 1.0)
         out.append(jnp.where(agree, x, 0.0) / n)
     return out
 
 
 def _sum_k(leaves_k: Sequence[jax.Array]) -> list[jax.Array]:
-    return [jnp.sum(x, axis=0) for x in leaves_k]
+    return [_ksum(x) for x in leaves_k]
 
 
 def _register(name: str):
@@ -93,7 +101,7 @@ def weight_average(base: PyTree, tvs: PyTree) -> PyTree:
     References:
         Wortsman et al., "Model soups", ICML 2022.
     """
-    return _finish(base, [jnp.mean(x, axis=0) for x in _leaves32(tvs)], 1.0)
+    return _finish(base, [_ksum(x) / x.shape[0] for x in _leaves32(tvs)], 1.0)
 
 
 @_register("task_arithmetic")
@@ -133,9 +141,18 @@ def ties_task_vectors(
         tvs = as_stacked(list(tvs), tvs[0])
     leaves, tdef = jax.tree.flatten(tvs)
     leaves = [x.astype(_F32) for x in leaves]
-    masks = topk.top_k_masks(leaves, density, granularity=granularity)
-    trimmed = [jnp.where(m, x, 0.0) for m, x in zip(masks, leaves)]
-    return jax.tree.unflatten(tdef, _elect_disjoint(trimmed))
+    return jax.tree.unflatten(tdef, topk.split(_ties_fold_flat(leaves, density, granularity), leaves))
+
+
+def _ties_fold_flat(leaves, density, granularity) -> jax.Array:
+    """Folded TIES vectors as one [K, P] array."""
+    if granularity == "model":
+        flat = topk.flatten(leaves)
+        mask = topk.top_k_masks([flat], density, granularity="tensor")[0]
+    else:
+        mask = topk.flatten(topk.top_k_masks(leaves, density, granularity="tensor"))
+        flat = topk.flatten(leaves)
+    return _elect_disjoint([jnp.where(mask, flat, 0.0)])[0]
 
 
 @_register("ties")
@@ -156,8 +173,11 @@ def ties(
     References:
         Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023.
     """
-    folded = ties_task_vectors(tvs, density=density, granularity=granularity)
-    return _finish(base, _sum_k(jax.tree.leaves(folded)), scale)
+    density = _check_density("density", density)
+    _check_granularity(granularity)
+    leaves = _leaves32(tvs)
+    merged_p = _ksum(_ties_fold_flat(leaves, density, granularity))
+    return _finish(base, topk.split(merged_p, leaves), scale)
 
 
 def dare_masks(tvs: PyTree, density: float, key: jax.Array) -> PyTree:
@@ -274,9 +294,9 @@ def consensus(
         raise ValueError(f"lam must be >= 0, got {lam!r}")
     out = []
     for x in _leaves32(tvs):
-        mtl = jnp.sum(x, axis=0)
+        mtl = _ksum(x)
         tall = jnp.abs(x) > lam * jnp.abs(mtl - x)
-        out.append(jnp.where(jnp.sum(tall, axis=0) >= k, mtl, 0.0))
+        out.append(jnp.where(_ksum(tall.astype(_F32)) >= k, mtl, 0.0))
     return _finish(base, out, scale)
 
 
@@ -318,9 +338,10 @@ def pcb(
     ratio = _check_density("ratio", ratio)
     if not 0.0 <= clip_ratio < 0.5:
         raise ValueError(f"clip_ratio must be in [0, 0.5), got {clip_ratio!r}")
-    leaves = _leaves32(tvs)
+    orig = _leaves32(tvs)
+    leaves = [topk.flatten(orig)]  # global statistics over the whole flattened model
     n_tasks = leaves[0].shape[0]
-    p = sum(x[0].size for x in leaves)
+    p = leaves[0].shape[1]
     bc = lambda v, x: v.reshape((-1,) + (1,) * (x.ndim - 1))
 
     def order_stat(vals, i_ascending, magnitude):  # ascending-sort element i -> k-th largest
@@ -331,16 +352,13 @@ def pcb(
     mags = [jnp.clip(jnp.abs(x), bc(lo, x), bc(hi, x)) for x in leaves]
     clipped = [jnp.sign(x) * m for x, m in zip(leaves, mags)]
     intra = [jnp.exp(n_tasks * m**2) for m in _minmax(mags, lo, hi)]
-    inter = [jnp.tanh(x * jnp.sum(x, axis=0)) for x in leaves]
+    inter = [jnp.tanh(x * _ksum(x)) for x in leaves]
     score = [a * b for a, b in zip(intra, inter)]
     floor = order_stat(score, int(p * (1 - ratio)), False)
     score = [jnp.maximum(s, bc(floor, s)) for s in score]
     beta = _minmax(score, lo_k=floor)
-    merged = [
-        jnp.sum(b * c, axis=0) / jnp.maximum(jnp.sum(b, axis=0), 1e-12)
-        for b, c in zip(beta, clipped)
-    ]
-    return _finish(base, merged, scale)
+    merged_p = _ksum(beta[0] * clipped[0]) / jnp.maximum(_ksum(beta[0]), 1e-12)
+    return _finish(base, topk.split(merged_p, orig), scale)
 
 
 @_register("localize_and_stitch")
@@ -359,12 +377,10 @@ def localize_and_stitch(
     """
     density = _check_density("density", density)
     leaves = _leaves32(tvs)
-    masks = topk.top_k_masks(leaves, density, granularity="model")
-    merged = [
-        jnp.sum(jnp.where(m, x, 0.0), axis=0) / jnp.maximum(jnp.sum(m, axis=0, dtype=_F32), 1.0)
-        for m, x in zip(masks, leaves)
-    ]
-    return _finish(base, merged, scale)
+    flat = topk.flatten(leaves)
+    mask = topk.top_k_masks([flat], density, granularity="tensor")[0]
+    merged_p = _ksum(jnp.where(mask, flat, 0.0)) / jnp.maximum(_ksum(mask.astype(_F32)), 1.0)
+    return _finish(base, topk.split(merged_p, leaves), scale)
 
 
 def _stacked_tvs(base: PyTree, finetuned: Sequence[PyTree]) -> PyTree:

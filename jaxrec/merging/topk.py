@@ -330,6 +330,10 @@ def top_k_masks(
     References:
       Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023.
     """
+    if granularity == "model":  # one [K, P] array: a handful of fusions instead of per-leaf ones
+        flat_mask = top_k_masks([flatten(leaves)], density, k=k, granularity="tensor",
+                                magnitude=magnitude)[0]
+        return split(flat_mask, leaves)
     groups = _Groups(leaves, granularity)
     t_kg, q_kg = _thresholds(groups, _k_per_group(groups, density, k), magnitude)
     masks = []
@@ -341,12 +345,29 @@ def top_k_masks(
     return masks
 
 
+def flatten(leaves: Sequence[Array]) -> Array:
+    """Stacked leaves [K, ...] -> one [K, P] array (leaf order, row-major)."""
+    k = leaves[0].shape[0]
+    return jnp.concatenate([x.reshape(k, -1) for x in leaves], axis=1)
+
+
+def split(flat_kp: Array, like: Sequence[Array]) -> list[Array]:
+    """Inverse of ``flatten``: [K, P] (or [P]) -> arrays shaped like ``like`` (or like[i][0])."""
+    lead = flat_kp.shape[:-1]
+    out, off = [], 0
+    for x in like:
+        n = math.prod(x.shape[1:])
+        out.append(flat_kp[..., off : off + n].reshape(lead + tuple(x.shape[1:])))
+        off += n
+    return out
+
+
 def kth_largest(leaves: Sequence[Array], k: int, *, magnitude: bool = True) -> Array:
     """Per task, the k-th largest value (of ``|x|`` if ``magnitude``) over all leaves: [K].
 
     ``k`` counts from 1 (k = 1 is the maximum); an order statistic without sorting.
     """
-    groups = _Groups(leaves, "model")
+    groups = _Groups([flatten(leaves)], "model")
     if not 1 <= k <= groups.sizes[0]:
         raise ValueError(f"k must be in [1, {groups.sizes[0]}], got {k}")
     t_kg, _ = _thresholds(groups, _k_per_group(groups, None, k), magnitude)
