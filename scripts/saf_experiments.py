@@ -146,17 +146,9 @@ def write_tables(rows, workdir: Path, seconds: float):
         w.writerow(["variant"] + [f"{c}_{s}" for c in cols for s in ("mean", "std")])
         for r in rows:
             w.writerow([r["variant"]] + [x for c in cols for x in r.get(c, ("", ""))])
-    show = [
-        c
-        for c in (
-            "test_mean_auc",
-            "test_ood_mean_auc",
-            "test_pooled_auc_click",
-            "test_pooled_auc_purchase",
-            "test_mean_logloss",
-        )
-        if c in rows[0]
-    ]
+    show = ["test_mean_auc", "test_ood_mean_auc"]
+    show += [c for c in rows[0] if c.startswith("test_pooled_auc_")] + ["test_mean_logloss"]
+    show = [c for c in show if c in rows[0]]
     lines = [
         f"Seeds per row: {rows[0]['seeds']} (mean ± std); wall time {seconds:.0f}s.",
         "",

@@ -2,11 +2,11 @@
 
 Public API (DESIGN.md section 3)::
 
-    merging.task_vector(finetuned, base)                    # finetuned - base, leafwise
-    merging.merge(method, base, finetuned, **hparams)       # a registered method, validated + jitted
-    merging.METHODS                                         # Registry of method names
-    merging.layer_groups(params)                            # "layer_<i>" per transformer block / "others"
-    merging.combine(base, task_vectors, coefficients, groups=None)   # [K] or {group: [K]}
+    merging.task_vector(finetuned, base)               # finetuned - base, leafwise
+    merging.merge(method, base, finetuned, **hparams)  # registered method, validated + jitted
+    merging.METHODS                                    # Registry of method names
+    merging.layer_groups(params)                       # "layer_<i>" per block, else "others"
+    merging.combine(base, task_vectors, coefficients, groups=None)  # [K] or {group: [K]}
 
 Extras: ``stack``/``unstack`` (task-vector stacks with a leading K axis), ``ties_task_vectors``
 (TIES with the disjoint mean folded in, for learned coefficients), ``merge_fn`` (the jitted

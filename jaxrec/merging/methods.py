@@ -53,9 +53,7 @@ def _leaves32(tvs: PyTree) -> list[jax.Array]:
 def _finish(base: PyTree, delta_leaves: Sequence[jax.Array], scale: float) -> PyTree:
     """base + scale * delta, leafwise, in base's dtypes."""
     base_leaves, tdef = jax.tree.flatten(base)
-    out = [
-        (b.astype(_F32) + scale * d).astype(b.dtype) for b, d in zip(base_leaves, delta_leaves)
-    ]
+    out = [(b.astype(_F32) + scale * d).astype(b.dtype) for b, d in zip(base_leaves, delta_leaves)]
     return jax.tree.unflatten(tdef, out)
 
 
@@ -114,9 +112,7 @@ def task_arithmetic(base: PyTree, tvs: PyTree, *, scale: float = 0.4) -> PyTree:
     return _finish(base, _sum_k(_leaves32(tvs)), scale)
 
 
-def ties_task_vectors(
-    tvs: PyTree, *, density: float = 0.2, granularity: str = "model"
-) -> PyTree:
+def ties_task_vectors(tvs: PyTree, *, density: float = 0.2, granularity: str = "model") -> PyTree:
     """TIES task vectors with the disjoint mean folded in (for learned coefficients).
 
     Trim each task vector to its ``int(density * P)`` largest ``|entries|`` (P = whole model for
@@ -141,7 +137,9 @@ def ties_task_vectors(
         tvs = as_stacked(list(tvs), tvs[0])
     leaves, tdef = jax.tree.flatten(tvs)
     leaves = [x.astype(_F32) for x in leaves]
-    return jax.tree.unflatten(tdef, topk.split(_ties_fold_flat(leaves, density, granularity), leaves))
+    return jax.tree.unflatten(
+        tdef, topk.split(_ties_fold_flat(leaves, density, granularity), leaves)
+    )
 
 
 def _ties_fold_flat(leaves, density, granularity) -> jax.Array:
@@ -453,7 +451,9 @@ def merge(
     finetuned = list(finetuned)
     if not finetuned:
         raise ValueError("finetuned is empty: merging needs at least one fine-tuned model")
-    check_compatible([base, *finetuned], ["base"] + [f"finetuned[{i}]" for i in range(len(finetuned))])
+    check_compatible(
+        [base, *finetuned], ["base"] + [f"finetuned[{i}]" for i in range(len(finetuned))]
+    )
     if check_values:
         check_finite(base, "base")
         for i, f in enumerate(finetuned):

@@ -82,7 +82,8 @@ def check_compatible(trees: Sequence[PyTree], names: Sequence[str] | None = None
         bad = [
             f"{p}: {_describe(got[p])} vs {_describe(ref[p])}"
             for p in ref
-            if np.shape(got[p]) != np.shape(ref[p]) or jnp.result_type(got[p]) != jnp.result_type(ref[p])
+            if np.shape(got[p]) != np.shape(ref[p])
+            or jnp.result_type(got[p]) != jnp.result_type(ref[p])
         ]
         if bad:
             raise ValueError(f"{name} differs from {names[0]} in shape/dtype at: {bad[:10]}")
@@ -140,16 +141,21 @@ def as_stacked(task_vectors: Sequence[PyTree] | PyTree, like: PyTree) -> PyTree:
     ref = dict(zip(leaf_paths(like), jax.tree.leaves(like)))
     got = dict(zip(leaf_paths(task_vectors), jax.tree.leaves(task_vectors)))
     if ref.keys() != got.keys():
+        missing, extra = sorted(ref.keys() - got.keys()), sorted(got.keys() - ref.keys())
         raise ValueError(
-            "stacked task vectors differ in structure from base: missing "
-            f"{sorted(ref.keys() - got.keys())[:10]}, unexpected {sorted(got.keys() - ref.keys())[:10]}"
+            "stacked task vectors differ in structure from base: "
+            f"missing {missing[:10]}, unexpected {extra[:10]}"
         )
     ks = {np.shape(x)[0] if np.ndim(x) else None for x in got.values()}
     bad = [
-        p for p in ref if np.ndim(got[p]) != np.ndim(ref[p]) + 1 or np.shape(got[p])[1:] != np.shape(ref[p])
+        p
+        for p in ref
+        if np.ndim(got[p]) != np.ndim(ref[p]) + 1 or np.shape(got[p])[1:] != np.shape(ref[p])
     ]
     if bad or len(ks) != 1:
-        raise ValueError(f"stacked task vectors need leaves [K, *base.shape]; bad paths: {bad[:10]}")
+        raise ValueError(
+            f"stacked task vectors need leaves [K, *base.shape]; bad paths: {bad[:10]}"
+        )
     return task_vectors
 
 
@@ -221,7 +227,10 @@ def combine(
     if isinstance(task_vectors, (list, tuple)):
         if not task_vectors:
             raise ValueError("need at least one task vector, got an empty list")
-        check_compatible([base, *task_vectors], ["base"] + [f"task_vectors[{i}]" for i in range(len(task_vectors))])
+        check_compatible(
+            [base, *task_vectors],
+            ["base"] + [f"task_vectors[{i}]" for i in range(len(task_vectors))],
+        )
         k = len(task_vectors)
         tv_leaves = [jax.tree.leaves(t) for t in task_vectors]
         get_tv = lambda i: [tv[i] for tv in tv_leaves]
@@ -231,7 +240,6 @@ def combine(
         st_leaves = jax.tree.leaves(stacked)
         get_tv = lambda i: [st_leaves[i][j] for j in range(k)]
     base_leaves, tdef = jax.tree.flatten(base)
-    paths = leaf_paths(base)
     if isinstance(coefficients, Mapping):
         groups = layer_groups(base) if groups is None else groups
         leaf_groups = jax.tree.leaves(groups)
@@ -240,7 +248,9 @@ def combine(
         missing = sorted(set(leaf_groups) - set(coefficients))
         extra = sorted(set(coefficients) - set(leaf_groups))
         if missing or extra:
-            raise ValueError(f"layer-wise coefficients: missing groups {missing}, unknown groups {extra}")
+            raise ValueError(
+                f"layer-wise coefficients: missing groups {missing}, unknown groups {extra}"
+            )
         coef = {g: jnp.asarray(c, jnp.float32) for g, c in coefficients.items()}
         for g, c in coef.items():
             if c.shape != (k,):
@@ -249,7 +259,9 @@ def combine(
     else:
         c = jnp.asarray(coefficients, jnp.float32)
         if c.shape != (k,):
-            raise ValueError(f"coefficients have shape {c.shape}, expected ({k},) for {k} task vectors")
+            raise ValueError(
+                f"coefficients have shape {c.shape}, expected ({k},) for {k} task vectors"
+            )
         per_leaf = [c] * len(base_leaves)
     out = []
     for i, (b, c) in enumerate(zip(base_leaves, per_leaf)):
@@ -258,5 +270,4 @@ def combine(
         for j in range(k):
             acc = acc + c[j] * taus[j].astype(jnp.float32)
         out.append(acc.astype(b.dtype))
-    del paths
     return jax.tree.unflatten(tdef, out)

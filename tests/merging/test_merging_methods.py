@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import merging_ref as ref
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +10,6 @@ from hypothesis import strategies as st
 from merging_ref import flat, unflat
 from merging_trees import K, make_models
 
-import merging_ref as ref
 from jaxrec import merging
 
 ATOL = 2e-6
@@ -29,8 +29,13 @@ REF_HP = {
 
 def _tvs_kp(base, fts):
     bl = jax.tree.leaves(base)
-    return flat([np.stack([np.asarray(f, np.float64) for f in col]) - b for b, col in
-                 zip(bl, zip(*[jax.tree.leaves(f) for f in fts]))], len(fts))
+    return flat(
+        [
+            np.stack([np.asarray(f, np.float64) for f in col]) - b
+            for b, col in zip(bl, zip(*[jax.tree.leaves(f) for f in fts]))
+        ],
+        len(fts),
+    )
 
 
 def _sizes(base, granularity):
@@ -55,8 +60,17 @@ def models():
 
 
 def test_registry_names():
-    expected = {"weight_average", "task_arithmetic", "ties", "dare", "dare_ties", "breadcrumbs",
-                "consensus", "pcb", "localize_and_stitch"}
+    expected = {
+        "weight_average",
+        "task_arithmetic",
+        "ties",
+        "dare",
+        "dare_ties",
+        "breadcrumbs",
+        "consensus",
+        "pcb",
+        "localize_and_stitch",
+    }
     assert expected <= set(merging.METHODS.names())
 
 
@@ -65,8 +79,10 @@ def test_weight_average_and_task_arithmetic(models):
     tv = _tvs_kp(base, fts)
     _close(merging.merge("weight_average", base, fts), _expect(base, tv.mean(0)))
     _close(merging.merge("task_arithmetic", base, fts), _expect(base, tv.sum(0), 0.4))
-    _close(merging.merge("task_arithmetic", base, fts, **REF_HP["task_arithmetic"]),
-           _expect(base, tv.sum(0), 0.7))
+    _close(
+        merging.merge("task_arithmetic", base, fts, **REF_HP["task_arithmetic"]),
+        _expect(base, tv.sum(0), 0.7),
+    )
 
 
 @pytest.mark.parametrize("granularity", ["model", "tensor"])
@@ -116,8 +132,9 @@ def test_breadcrumbs(models):
     base, fts = models
     tv = _tvs_kp(base, fts)
     delta = ref.breadcrumbs(tv, 0.3, 0.1, _sizes(base, "tensor"))
-    _close(merging.merge("breadcrumbs", base, fts, **REF_HP["breadcrumbs"]),
-           _expect(base, delta, 0.5))
+    _close(
+        merging.merge("breadcrumbs", base, fts, **REF_HP["breadcrumbs"]), _expect(base, delta, 0.5)
+    )
 
 
 def test_consensus(models):
@@ -184,8 +201,12 @@ def test_ties_full_density_agreeing_signs_is_mean(seed):
     rng = np.random.default_rng(seed)
     base, _ = make_models(seed)
     signs = jax.tree.map(lambda x: rng.choice([-1.0, 1.0], size=x.shape), base)
-    fts = [jax.tree.map(lambda b, sg: (b + sg * rng.uniform(0.01, 1.0, b.shape)).astype(np.float32),
-                        base, signs) for _ in range(K)]
+    fts = [
+        jax.tree.map(
+            lambda b, sg: (b + sg * rng.uniform(0.01, 1.0, b.shape)).astype(np.float32), base, signs
+        )
+        for _ in range(K)
+    ]
     tv = _tvs_kp(base, fts)
     for gran in ("model", "tensor"):
         got = merging.merge("ties", base, fts, density=1.0, granularity=gran)

@@ -31,15 +31,19 @@ def _ref_masks(leaves, k_per_group, granularity):
             out.append(m[:, off : off + n].reshape(x.shape))
             off += n
         return out
-    return [np.stack([topk_mask(v, k).reshape(x.shape[1:]) for v in flat([x], K)])
-            for x, k in zip(leaves, k_per_group)]
+    return [
+        np.stack([topk_mask(v, k).reshape(x.shape[1:]) for v in flat([x], K)])
+        for x, k in zip(leaves, k_per_group)
+    ]
 
 
 @pytest.fixture(scope="module")
 def masks_fn():
     # k is traced: one compile per granularity serves every k.
-    return {g: jax.jit(lambda ls, k, g=g: top_k_masks(ls, k=k, granularity=g))
-            for g in ("model", "tensor")}
+    return {
+        g: jax.jit(lambda ls, k, g=g: top_k_masks(ls, k=k, granularity=g))
+        for g in ("model", "tensor")
+    }
 
 
 @pytest.mark.parametrize("kind", ["normal", "ties", "zeros"])
@@ -68,7 +72,9 @@ def test_density_api_and_no_jit():
     got = top_k_masks(leaves, 0.3)
     n = [np.size(x[0]) for x in leaves]
     exp = np.stack([topk_mask(v, int(0.3 * sum(n))) for v in flat(leaves, 3)])
-    np.testing.assert_array_equal(np.concatenate([np.asarray(g).reshape(3, -1) for g in got], 1), exp)
+    np.testing.assert_array_equal(
+        np.concatenate([np.asarray(g).reshape(3, -1) for g in got], 1), exp
+    )
 
 
 def test_kth_largest_signed_and_magnitude():

@@ -29,8 +29,10 @@ def test_task_vector_and_stack(models):
 def test_layer_groups_nested_dict_and_tensor(models):
     base, _ = models
     g = merging.layer_groups(base)
-    assert g == {"emb": "others",
-                 "encoder": {"layers": {0: {"b": "layer_0", "w": "layer_0"}, 1: {"w": "layer_1"}}}}
+    assert g == {
+        "emb": "others",
+        "encoder": {"layers": {0: {"b": "layer_0", "w": "layer_0"}, 1: {"w": "layer_1"}}},
+    }
     t = merging.layer_groups(base, granularity="tensor")
     assert t["encoder"]["layers"][0]["w"] == "encoder.layers.0.w"
     assert merging.group_names(g) == ["layer_0", "layer_1", "others"]
@@ -95,7 +97,9 @@ def test_combine_domain_and_layer_wise(models):
     lw = {"layer_0": c, "layer_1": 2 * c, "others": jnp.zeros(K)}
     got3 = merging.combine(base, st, lw)
     np.testing.assert_allclose(got3["emb"], base["emb"])
-    w1 = base["encoder"]["layers"][1]["w"] + sum(2 * float(c[i]) * np.asarray(tvs[i]["encoder"]["layers"][1]["w"]) for i in range(K))
+    w1 = base["encoder"]["layers"][1]["w"] + sum(
+        2 * float(c[i]) * np.asarray(tvs[i]["encoder"]["layers"][1]["w"]) for i in range(K)
+    )
     np.testing.assert_allclose(got3["encoder"]["layers"][1]["w"], w1, rtol=1e-6, atol=1e-6)
 
 
@@ -110,7 +114,9 @@ def test_combine_is_differentiable(models):
     exp = [sum(2 * np.sum(m * t[i]) for m, t in zip(merged, taus)) for i in range(K)]
     np.testing.assert_allclose(g, exp, rtol=1e-4)
     lw = {n: c for n in ("layer_0", "layer_1", "others")}
-    gl = jax.grad(lambda d: sum(jnp.sum(x**2) for x in jax.tree.leaves(merging.combine(base, st, d))))(lw)
+    gl = jax.grad(
+        lambda d: sum(jnp.sum(x**2) for x in jax.tree.leaves(merging.combine(base, st, d)))
+    )(lw)
     np.testing.assert_allclose(sum(gl.values()), g, rtol=1e-4)
 
 
@@ -133,7 +139,9 @@ def test_bad_inputs_name_paths(models):
     with pytest.raises(ValueError, match="unexpected paths \\['extra'\\]"):
         merging.merge("task_arithmetic", base, [fts[0], other])
     shaped = dict(fts[0], emb=np.zeros((16, 4), np.float32))
-    with pytest.raises(ValueError, match=r"finetuned\[1\].*emb: float32\[16, 4\] vs float32\[16, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"finetuned\[1\].*emb: float32\[16, 4\] vs float32\[16, 3\]"
+    ):
         merging.merge("ties", base, [fts[0], shaped])
     typed = dict(fts[0], emb=fts[0]["emb"].astype(np.float16))
     with pytest.raises(ValueError, match="emb: float16"):
