@@ -17,7 +17,7 @@ Data-parallel over a ``("data", "model")`` mesh from :mod:`jaxrec.sharding` (bat
 Example::
 
     cfg = load_config("configs/mdmt/saf.py:tiny")
-    result = run(cfg, "/tmp/saf_tiny")      # also writes /tmp/saf_tiny/metrics.json
+    result = run(cfg, "runs/saf_tiny")      # also writes runs/saf_tiny/metrics.json
 
 References: SAF, "Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation"
 (AAAI 2026), training procedure (alternating weight learning / model update); StableNet (CVPR
