@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -35,14 +36,14 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from jaxrec import checkpoint, merging
+    from jaxrec import checkpoint, config, merging
 
     hparams = {}
     for item in args.overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r} is not of the form key=value")
-        hparams[key] = _guess(raw)
+        hparams[key] = config.parse_value(raw, Any)
     base = checkpoint.load_params(args.base)
     finetuned = [checkpoint.load_params(p) for p in args.finetuned]
     if args.method in ("dare", "dare_ties"):
@@ -53,15 +54,6 @@ def _cmd_merge(args) -> int:
     out = checkpoint.save_params(args.out, merged)
     print(f"merged {len(finetuned)} models with {args.method} -> {out}")
     return 0
-
-
-def _guess(raw: str):
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
 
 
 def _cmd_mdmt(args) -> int:

@@ -15,10 +15,15 @@ def key_str(entry: Any) -> str:
     return str(entry)
 
 
-def path_str(path: tuple[Any, ...], sep: str = "/") -> str:
-    """A key path as 'a/b/0/c'. NNX's trailing '.value' attribute is dropped."""
+def path_str(path: tuple[Any, ...], sep: str = "/", drop_value: bool = True) -> str:
+    """A key path as 'a/b/0/c'. NNX's trailing '.value' attribute is dropped unless asked."""
     parts = [key_str(e) for e in path]
-    if parts and parts[-1] == "value" and isinstance(path[-1], jax.tree_util.GetAttrKey):
+    if (
+        drop_value
+        and parts
+        and parts[-1] == "value"
+        and isinstance(path[-1], jax.tree_util.GetAttrKey)
+    ):
         parts = parts[:-1]
     return sep.join(parts)
 

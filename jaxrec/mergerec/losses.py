@@ -3,7 +3,8 @@
 A pseudo-user of domain k is one item i of that domain used as a one-item history. With the merged
 model's user representation u (L2-normalised) and the frozen merged item table M_k, the student
 logits are the raw cosines z = M_k u (length N_k). The teacher row is s = E_k E_k[i]^T, the
-cosines of domain k's fine-tuned item embeddings E_k; rows are computed on the fly, never as an N x N matrix.
+cosines of domain k's fine-tuned item embeddings E_k; rows are computed on the fly, never as an
+N x N matrix.
 
 Domains of different sizes are padded to one table ``[K, N, H]`` with a validity mask ``[K, N]``;
 padded columns get logit -inf (zero probability) in every loss.

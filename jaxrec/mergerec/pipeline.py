@@ -139,6 +139,10 @@ class Experiment:
         self._item_tokens: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
+    def _result_file(self, method: str) -> Path:
+        slug = method.replace(" ", "_").replace("(", "").replace(")", "").replace(":", "-")
+        return self.workdir / "results" / f"{slug}.json"
+
     def item_tokens(self, d: Domain):
         if d.name not in self._item_tokens:
             self._item_tokens[d.name] = self.backbone.item_tokens(d)
@@ -152,8 +156,7 @@ class Experiment:
         extra: dict | None = None,
     ) -> list[dict]:
         """Evaluates ``params_for(domain)`` (or one params pytree) on each domain; cached."""
-        slug = method.replace(" ", "_").replace("(", "").replace(")", "").replace(":", "-")
-        cache = self.workdir / "results" / f"{slug}.json"
+        cache = self._result_file(method)
         if cache.exists():
             rows = json.loads(cache.read_text())
             self.rows += rows
@@ -302,8 +305,7 @@ class Experiment:
             step_fn, optimizer = steps_cache[key]
             traj_file = self.workdir / "learned" / f"{name.replace(' ', '_')}_s{seed}.npz"
             result_name = f"{name} seed={seed}"
-            slug = result_name.replace(" ", "_").replace("(", "").replace(")", "").replace(":", "-")
-            if (self.workdir / "results" / f"{slug}.json").exists() and traj_file.exists():
+            if self._result_file(result_name).exists() and traj_file.exists():
                 self._evaluate(result_name, None)  # cached rows
                 continue
             coeffs0 = learn.init_coefficients(len(models), groups, init)

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrec import pytree
+
 PyTree = Any
 
 LAYER_CONTAINERS = ("layers", "layer", "blocks", "h")
@@ -29,19 +31,7 @@ _INT = re.compile(r"^\d+$")
 
 def path_str(path: tuple) -> str:
     """'encoder.layers.3.attention.value' for a jax key path."""
-    parts = []
-    for k in path:
-        if isinstance(k, jax.tree_util.DictKey):
-            parts.append(str(k.key))
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            parts.append(str(k.idx))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            parts.append(k.name)
-        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
-            parts.append(str(k.key))
-        else:
-            parts.append(str(k))
-    return ".".join(parts)
+    return pytree.path_str(path, sep=".", drop_value=False)
 
 
 def leaf_paths(tree: PyTree) -> list[str]:

@@ -23,7 +23,8 @@ def test_merge_command_equals_library(tmp_path):
     paths = [checkpoint.save_params(tmp_path / f"ft{i}.safetensors", f) for i, f in enumerate(fts)]
     checkpoint.save_params(tmp_path / "base.safetensors", base)
     out = tmp_path / "merged.safetensors"
-    rc = cli.main(["merge", "--method", "task_arithmetic", "--base", str(tmp_path / "base.safetensors"),
+    base_file = str(tmp_path / "base.safetensors")
+    rc = cli.main(["merge", "--method", "task_arithmetic", "--base", base_file,
                    "--finetuned", *map(str, paths), "--out", str(out), "--set", "scale=0.5"])
     assert rc == 0
     merged = checkpoint.load_params(out, target=base)
