@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrec.pytree import key_str
+
 __all__ = ["AdaTaskState", "scale_by_adatask", "adatask", "shared_mask"]
 
 
@@ -42,18 +44,6 @@ class AdaTaskState(NamedTuple):
     nu: Any
 
 
-def _path_names(path) -> tuple[str, ...]:
-    names = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                names.append(str(getattr(k, attr)))
-                break
-        else:
-            names.append(str(k))
-    return tuple(names)
-
-
 def shared_mask(params: Any, shared: Callable[[tuple[str, ...], Any], bool] | Any) -> list[bool]:
     """Flat list (in ``jax.tree.leaves`` order) of which leaves are shared.
 
@@ -62,7 +52,7 @@ def shared_mask(params: Any, shared: Callable[[tuple[str, ...], Any], bool] | An
     """
     if callable(shared):
         flat, _ = jax.tree_util.tree_flatten_with_path(params)
-        return [bool(shared(_path_names(p), x)) for p, x in flat]
+        return [bool(shared(tuple(key_str(k) for k in p), x)) for p, x in flat]
     mask = jax.tree.leaves(shared)
     n = len(jax.tree.leaves(params))
     if len(mask) != n:

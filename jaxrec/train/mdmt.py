@@ -46,6 +46,7 @@ from jaxrec import checkpoint, metrics, sharding, stable
 from jaxrec.config import save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.models import mdmt as mdmt_models
+from jaxrec.pytree import key_str
 from jaxrec.train.adatask import adatask
 from jaxrec.train.losses import bce_with_logits, group_losses
 
@@ -146,12 +147,7 @@ class Trainer:
                 f"model {cfg.model!r} holds state other than Param/BatchStat: {self.rest}"
             )
         self.num_tasks, self.num_domains = schema.num_tasks, schema.num_domains
-        if cfg.adatask:
-            self.tx = adatask(
-                cfg.learning_rate, self.num_tasks, _shared_predicate(cfg.adatask_shared)
-            )
-        else:
-            self.tx = optax.adam(cfg.learning_rate)
+        self.tx, self.use_adatask = self._optimizer(mdmt_models.MODELS.get(cfg.model))
         self.levels = self._stable_levels(model) if cfg.stable.enabled else ()
         self._replicated = sharding.named_sharding(self.mesh, ())
         self.train_step = jax.jit(
@@ -160,6 +156,36 @@ class Trainer:
         self.predict = jax.jit(self._predict)
         self.step_traces = 0
         self._init_jit = jax.jit(self._init, out_shardings=self._replicated)
+
+    def _optimizer(self, cls) -> tuple[optax.GradientTransformation, bool]:
+        """Adam (or AdaTask) on the model's params, plus each of the model's own optimiser
+        groups (``cls.optimizer_groups(config)``: top-level modules -> their own Adam)."""
+        cfg = self.cfg
+        shared = cfg.adatask_shared
+        use_adatask = cfg.adatask or cls.adatask_shared is not None
+        if cls.adatask_shared is not None and not cfg.adatask:
+            shared = cls.adatask_shared
+        if use_adatask:
+            base = adatask(cfg.learning_rate, self.num_tasks, _shared_predicate(shared))
+        else:
+            base = optax.adam(cfg.learning_rate)
+        groups = cls.optimizer_groups(cfg.model_config)
+        if not groups:
+            return base, use_adatask
+        if use_adatask:
+            raise ValueError(
+                f"model {cfg.model!r} has its own optimiser groups {sorted(groups)}; "
+                "AdaTask cannot be combined with them"
+            )
+        owner = {m: g for g, (modules, _) in groups.items() for m in modules}
+
+        def labels(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: owner.get(key_str(path[0]), "main"), params
+            )
+
+        txs = {"main": base, **{g: optax.adam(lr) for g, (_, lr) in groups.items()}}
+        return optax.multi_transform(txs, labels), use_adatask
 
     def _stable_levels(self, model) -> tuple[tuple[str, int], ...]:
         dummy = {
@@ -220,7 +246,6 @@ class Trainer:
 
     def _train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         self.step_traces += 1  # Python side effect: runs once per trace (recompile guard)
-        cfg = self.cfg
         key = jax.random.fold_in(state["key"], state["step"])
         k_drop, k_w = jax.random.split(key)
         mask_b = batch["mask"].astype(jnp.float32)
@@ -241,7 +266,7 @@ class Trainer:
             return group_losses(bce, batch["domain"], weight_b, self.num_domains)[0].sum(axis=1)
 
         loss_t, loss_pullback = jax.vjp(loss_t_of, bce_bt)
-        if cfg.adatask:  # per-task gradients: leaves [T, ...]
+        if self.use_adatask:  # per-task gradients: leaves [T, ...]
             eye_tt = jnp.eye(self.num_tasks, dtype=jnp.float32)
             dbce_tbt = jax.vmap(lambda c: loss_pullback(c)[0])(eye_tt)
             grads = jax.vmap(lambda c: pullback(c)[0])(dbce_tbt)

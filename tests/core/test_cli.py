@@ -11,8 +11,9 @@ from jaxrec import checkpoint, cli
 
 
 def test_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "jaxrec.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxrec.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for cmd in ("demo", "merge", "mdmt", "mergerec"):
         assert cmd in out
 
@@ -24,8 +25,21 @@ def test_merge_command_equals_library(tmp_path):
     checkpoint.save_params(tmp_path / "base.safetensors", base)
     out = tmp_path / "merged.safetensors"
     base_file = str(tmp_path / "base.safetensors")
-    rc = cli.main(["merge", "--method", "task_arithmetic", "--base", base_file,
-                   "--finetuned", *map(str, paths), "--out", str(out), "--set", "scale=0.5"])
+    rc = cli.main(
+        [
+            "merge",
+            "--method",
+            "task_arithmetic",
+            "--base",
+            base_file,
+            "--finetuned",
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--set",
+            "scale=0.5",
+        ]
+    )
     assert rc == 0
     merged = checkpoint.load_params(out, target=base)
     np.testing.assert_allclose(np.asarray(merged["w"]), 0.5 * (1 + 2 + 3))
@@ -34,5 +48,15 @@ def test_merge_command_equals_library(tmp_path):
 
 def test_bad_config_override_is_a_clear_error(tmp_path):
     with pytest.raises(KeyError, match="unknown config key 'learn.nope'"):
-        cli.main(["mergerec", "run", "--config", "configs/mergerec/main.py:tiny",
-                  "--workdir", str(tmp_path), "--set", "learn.nope=1"])
+        cli.main(
+            [
+                "mergerec",
+                "run",
+                "--config",
+                "configs/mergerec/main.py:tiny",
+                "--workdir",
+                str(tmp_path),
+                "--set",
+                "learn.nope=1",
+            ]
+        )

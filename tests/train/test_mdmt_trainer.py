@@ -153,6 +153,29 @@ def test_adatask_step_keeps_per_task_moments(dataset):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
+def test_adatask_model_variant_always_uses_adatask(dataset):
+    from jaxrec.models.mdmt.adatask import AdaTaskConfig
+
+    cfg = tm.ExperimentConfig(
+        data="synthetic",
+        data_kwargs=DATA,
+        model="adatask",
+        model_config=AdaTaskConfig(emb_dim=4, bottom_dims=(8,), tower_dims=(4,)),
+        stable=StableConfig(enabled=False),
+        batch_size=64,
+        learning_rate=1e-2,
+        progress=False,
+    )
+    assert not cfg.adatask  # the model, not the flag, asks for AdaTask
+    tr = tm.Trainer(cfg, dataset.schema, mesh=sharding.make_mesh(data=1))
+    state = tr.init_state(0)
+    mu = state["opt_state"][0].mu
+    assert mu["embedding"]["table"].shape[0] == 2 and mu["bottom"]["linears"][0]["bias"].ndim == 3
+    assert mu["towers"]["linears"][0]["bias"].ndim == 2  # task-specific: plain Adam moments
+    state, out = tr.train_step(state, sharding.shard_batch(train_batches(dataset, 1)[0], tr.mesh))
+    assert np.isfinite(float(out["loss"]))
+
+
 def test_run_writes_metrics_resumes_and_early_stops(trainer, dataset, tmp_path):
     cfg = dataclasses.replace(CFG, max_steps=8)
     res = tm.run(cfg, tmp_path, dataset=dataset, trainer=trainer)

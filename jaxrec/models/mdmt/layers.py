@@ -24,6 +24,7 @@ from flax import nnx
 
 __all__ = [
     "MDMTModelConfig",
+    "MDMTModel",
     "FieldEmbedding",
     "StackedLinear",
     "MLP",
@@ -53,6 +54,25 @@ class MDMTModelConfig:
         for name, value in dataclasses.asdict(self).items():
             if name.endswith("_dims") and any(int(d) <= 0 for d in value):
                 raise ValueError(f"{name} must hold positive sizes, got {value}")
+
+
+class MDMTModel(nnx.Module):
+    """Base class of every MDMT model: the trainer-facing hooks, with their defaults.
+
+    - ``adatask_shared``: when not None, the trainer always optimises the model with AdaTask
+      (per-task Adam moments) on these top-level modules (the AdaTask baseline).
+    - ``optimizer_groups(config)``: ``{group: (top-level module names, learning rate)}``; each
+      group's params get their own Adam at that rate and no update from the main optimiser
+      (e.g. M3oE's balance scalars).
+    """
+
+    Config = MDMTModelConfig
+    adatask_shared: tuple[str, ...] | None = None
+
+    @classmethod
+    def optimizer_groups(cls, config) -> dict[str, tuple[tuple[str, ...], float]]:
+        del config
+        return {}
 
 
 def batch_mask(batch: dict[str, Any]) -> jax.Array | None:

@@ -17,6 +17,7 @@ from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
     FieldEmbedding,
+    MDMTModel,
     MDMTModelConfig,
     StackedLinear,
     batch_mask,
@@ -34,7 +35,7 @@ class MLPConfig(MDMTModelConfig):
 
 
 @MODELS.register("mlp")
-class MLPModel(nnx.Module):
+class MLPModel(MDMTModel):
     """One shared MLP on ``e_ui ++ e_id`` and a Linear head to D·T logits.
 
     Features: ``bottom [B, hidden_dims[-1]]`` (the last hidden layer).

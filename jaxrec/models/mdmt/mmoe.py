@@ -17,6 +17,7 @@ from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
     FieldEmbedding,
+    MDMTModel,
     MDMTModelConfig,
     batch_mask,
     select_domain,
@@ -35,7 +36,7 @@ class MMoEConfig(MDMTModelConfig):
 
 
 @MODELS.register("mmoe")
-class MMoE(nnx.Module):
+class MMoE(MDMTModel):
     """K shared experts on ``e_ui ++ e_id``; D·T softmax gates (input ``e_ui ++ e_id``);
     D·T towers; gather by domain.
 

@@ -22,6 +22,7 @@ from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
     FieldEmbedding,
+    MDMTModel,
     MDMTModelConfig,
     StackedLinear,
     batch_mask,
@@ -86,7 +87,7 @@ class CGC(nnx.Module):
 
 
 @MODELS.register("ple")
-class PLE(nnx.Module):
+class PLE(MDMTModel):
     """Stacked CGC levels on ``e_ui ++ e_id``, D·T towers, gather by domain.
 
     Features: ``experts [B, (N*Ks + Ksh) * H_e]`` (all expert outputs of the last level).

@@ -28,6 +28,7 @@ from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
     FieldEmbedding,
+    MDMTModel,
     MDMTModelConfig,
     batch_mask,
     select_domain,
@@ -56,7 +57,7 @@ class SAFConfig(MDMTModelConfig):
 
 
 @MODELS.register("saf")
-class SAF(nnx.Module):
+class SAF(MDMTModel):
     """The SAF backbone; see the module docstring.
 
     ``__call__(batch, *, train, key=None)`` returns ``logits [B, T]`` and features

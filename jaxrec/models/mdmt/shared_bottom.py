@@ -17,6 +17,7 @@ from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
     FieldEmbedding,
+    MDMTModel,
     MDMTModelConfig,
     batch_mask,
     select_domain,
@@ -34,7 +35,7 @@ class SharedBottomConfig(MDMTModelConfig):
 
 
 @MODELS.register("shared_bottom")
-class SharedBottom(nnx.Module):
+class SharedBottom(MDMTModel):
     """Shared bottom MLP on ``e_ui ++ e_id``; D·T towers; gather by domain.
 
     Features: ``bottom [B, bottom_dims[-1]]``.
