@@ -39,17 +39,14 @@ def build_encoder(small: bool):
     from jaxrec.models import text
 
     if small:
-        cfg = text.TextEncoderConfig(
-            model_type="bert",
+        cfg = text.tiny_config(
+            "bert",
             vocab_size=1000,
             hidden_size=64,
-            num_layers=2,
             num_heads=4,
             intermediate_size=128,
             max_position_embeddings=64,
-            type_vocab_size=2,
             layer_norm_eps=1e-12,
-            pad_token_id=0,
         )
         enc = text.init_encoder(cfg, 0)
     else:

@@ -1,11 +1,14 @@
 """SAF's experiments: SAF vs its ablations and the baselines (paper Tables 1 and 3), the
 n_x / alpha / K sensitivity (Fig. 4) and the field-saliency analysis (Table 2, Fig. 3).
 
-Each (variant, seed) is one ``jaxrec.train.mdmt.run`` in ``WORKDIR/<variant>/seed<s>`` (finished
-runs are reused, interrupted ones resume); the compiled steps are shared across seeds. Writes
-``results.{md,csv,json}`` (mean ± std over seeds of the in-distribution ``test`` and OOD
-``test_ood`` mean AUC, pooled per-task AUC and mean logloss), and with ``--saliency``
-``saliency.{md,json,png}``.
+The runs are a :class:`jaxrec.train.compare.CompareConfig` run by :func:`jaxrec.train.compare.run`
+(each (variant, seed) in ``WORKDIR/<variant>/seed<s>``; finished runs are reused, interrupted ones
+resume, a changed config is an error; compiled steps shared across seeds): the main table is
+``configs/mdmt/table1.py`` with SAF's ablations (every registered model), the sensitivity sweep
+``configs/mdmt/saf.py`` variants. Writes the driver's ``table1_<split>.{md,csv}`` and
+``summary.json``, this script's ``results.{md,csv,json}`` (mean ± std over seeds of the
+in-distribution ``test`` and OOD ``test_ood`` mean AUC, pooled per-task AUC and mean logloss), and
+with ``--saliency`` ``saliency.{md,json,png}``.
 
 Usage::
 
@@ -32,40 +35,29 @@ import numpy as np
 from flax import nnx
 
 from jaxrec import checkpoint
-from jaxrec.config import load_config
+from jaxrec.config import apply_overrides, load_config
 from jaxrec.data import mdmt as mdmt_data
+from jaxrec.train import compare
 from jaxrec.train import mdmt as tm
 from jaxrec.train.saliency import field_saliency, plot_heatmap, saliency_stats
 
-MAIN = {
-    "SAF": "saf.py:{t}",
-    "w/o SL": "saf.py:{t}no_sl",
-    "w/o FG": "saf.py:{t}no_fg",
-    "w/o EG": "saf.py:{t}no_eg",
-    "w/o SL+FG": "saf.py:{t}no_sl_fg",
-    "w/o all": "saf.py:{t}no_all",
-    "MLP": "baseline.py:mlp,{t}",
-    "SharedBottom": "baseline.py:shared_bottom,{t}",
-    "MMoE": "baseline.py:mmoe,{t}",
-    "PLE": "baseline.py:ple,{t}",
-}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mdmt"
 SENSITIVITY = {
-    **{f"n_x={v}": f"saf.py:{{t}}nx={v}" for v in (1, 3, 5)},
-    **{f"alpha={v}": f"saf.py:{{t}}alpha={v}" for v in (0.5, 0.8, 0.9)},
-    **{f"K={v}": f"saf.py:{{t}}k={v}" for v in (3, 5, 8)},
-}
+    **{f"n_x={v}": f"nx={v}" for v in (1, 3, 5)},
+    **{f"alpha={v}": f"alpha={v}" for v in (0.5, 0.8, 0.9)},
+    **{f"K={v}": f"k={v}" for v in (3, 5, 8)},
+}  # label -> configs/mdmt/saf.py token
 SALIENCY_VARIANTS = ("SAF", "w/o SL", "w/o all", "MMoE")
 
 
-def spec_for(template: str, tokens: list[str]) -> str:
-    t = "".join(f"{tok}," for tok in tokens)
-    spec = template.format(t=t).rstrip(",").replace(":,", ":")
-    return "configs/mdmt/" + (spec[:-1] if spec.endswith(":") else spec)
-
-
-def mean_std(values):
-    v = np.asarray([x for x in values if x is not None], float)
-    return (float(v.mean()), float(v.std())) if v.size else (float("nan"), float("nan"))
+def variant_configs(tokens: list[str], sensitivity: bool) -> dict[str, tm.ExperimentConfig]:
+    """Label -> experiment: Table 1 + SAF's ablations, or the sensitivity sweep."""
+    if sensitivity:
+        return {
+            label: load_config(f"{CONFIGS / 'saf.py'}:{','.join([*tokens, token])}")
+            for label, token in SENSITIVITY.items()
+        }
+    return load_config(f"{CONFIGS / 'table1.py'}:{','.join([*tokens, 'ablations'])}").runs
 
 
 def saliency_for(trainer, params, stats, batch, key, task):
@@ -91,50 +83,41 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tokens = (["tiny"] if args.scale == "tiny" else []) + (["ml1m"] if args.data == "ml1m" else [])
-    table = SENSITIVITY if args.sensitivity else MAIN
+    table = variant_configs(tokens, args.sensitivity)
     names = args.variants.split(",") if args.variants else list(table)
-    overrides = list(args.overrides) + (["progress=False"])
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(table)}")
+    overrides = list(args.overrides) + ["progress=False"]
     if args.epochs:
         overrides.append(f"epochs={args.epochs}")
-    datasets, trainers, rows, t_start = {}, {}, [], time.time()
+    cfg = compare.CompareConfig(
+        name="SAF sensitivity" if args.sensitivity else "SAF Tables 1 and 3",
+        runs={name: table[name] for name in names},
+        seeds=tuple(range(args.seeds)),
+        reference="SAF" if "SAF" in names else None,
+        run_overrides=tuple(overrides),
+    )
+    t_start = time.time()
+    summary = compare.run(cfg, args.workdir)
+    rows = []
     for name in names:
-        spec = spec_for(table[name], tokens)
-        per_seed = []
-        for seed in range(args.seeds):
-            cfg = load_config(spec, overrides + [f"seed={seed}"])
-            dkey = (cfg.data, json.dumps(cfg.data_kwargs, sort_keys=True))
-            if dkey not in datasets:
-                datasets[dkey] = mdmt_data.load(cfg.data, **cfg.data_kwargs)
-            ds = datasets[dkey]
-            if name not in trainers:
-                trainers[name] = tm.Trainer(cfg, ds.schema)
-            workdir = args.workdir / name.replace("/", "_").replace(" ", "_") / f"seed{seed}"
-            t0 = time.time()
-            res = tm.run(cfg, workdir, dataset=ds, trainer=trainers[name])
-            per_seed.append(res)
-            print(
-                f"{name} seed {seed}: test {res['splits']['test']['mean_auc']:.4f} "
-                f"ood {res['splits'].get('test_ood', {}).get('mean_auc')} "
-                f"({time.time() - t0:.0f}s)",
-                flush=True,
-            )
-        row = {"variant": name, "config": spec, "seeds": args.seeds}
+        per_seed = [s["metrics"] for s in summary["runs"][name]["seeds"].values()]
+        row = {"variant": name, "config": table[name].model, "seeds": args.seeds}
         for split in ("val", "test", "test_ood"):
             if split not in per_seed[0]["splits"]:
                 continue
-            row[f"{split}_mean_auc"] = mean_std([r["splits"][split]["mean_auc"] for r in per_seed])
-            row[f"{split}_mean_logloss"] = mean_std(
-                [r["splits"][split]["mean_logloss"] for r in per_seed]
-            )
+            for key in ("mean_auc", "mean_logloss"):
+                values = [r["splits"][split][key] for r in per_seed]
+                row[f"{split}_{key}"] = compare.mean_std(values)[:2]
             for task in per_seed[0]["splits"][split]["pooled_auc"]:
-                row[f"{split}_pooled_auc_{task}"] = mean_std(
-                    [r["splits"][split]["pooled_auc"][task] for r in per_seed]
-                )
-        row["epochs_run"] = mean_std([r["steps"] for r in per_seed])
+                values = [r["splits"][split]["pooled_auc"][task] for r in per_seed]
+                row[f"{split}_pooled_auc_{task}"] = compare.mean_std(values)[:2]
+        row["epochs_run"] = compare.mean_std([r["steps"] for r in per_seed])[:2]
         rows.append(row)
     write_tables(rows, args.workdir, time.time() - t_start)
     if args.saliency:
-        run_saliency(args, table, tokens, overrides, datasets, trainers, names)
+        run_saliency(args, cfg, names)
 
 
 def write_tables(rows, workdir: Path, seconds: float):
@@ -150,7 +133,7 @@ def write_tables(rows, workdir: Path, seconds: float):
     show += [c for c in rows[0] if c.startswith("test_pooled_auc_")] + ["test_mean_logloss"]
     show = [c for c in show if c in rows[0]]
     lines = [
-        f"Seeds per row: {rows[0]['seeds']} (mean ± std); wall time {seconds:.0f}s.",
+        f"Seeds per row: {rows[0]['seeds']} (mean ± sample std); wall time {seconds:.0f}s.",
         "",
         "| variant | " + " | ".join(show) + " |",
         "|---" * (len(show) + 1) + "|",
@@ -165,16 +148,19 @@ def write_tables(rows, workdir: Path, seconds: float):
     print("\n".join(lines))
 
 
-def run_saliency(args, table, tokens, overrides, datasets, trainers, names, rows_n=1024):
-    out, shares = {}, []
+def run_saliency(args, cfg: compare.CompareConfig, names, rows_n=1024):
+    out, shares, datasets = {}, [], {}
     variants = [v for v in SALIENCY_VARIANTS if v in names]
     for name in variants:
-        cfg = load_config(spec_for(table[name], tokens), overrides + ["seed=0"])
-        ds = datasets[(cfg.data, json.dumps(cfg.data_kwargs, sort_keys=True))]
-        trainer = trainers[name]
+        run_cfg = apply_overrides(cfg.runs[name], [*cfg.run_overrides, "seed=0"])
+        dkey = (run_cfg.data, json.dumps(run_cfg.data_kwargs, sort_keys=True))
+        if dkey not in datasets:
+            datasets[dkey] = mdmt_data.load(run_cfg.data, **run_cfg.data_kwargs)
+        ds = datasets[dkey]
+        trainer = tm.Trainer(run_cfg, ds.schema)
         state = trainer.init_state(0)
         target = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        path = args.workdir / name.replace("/", "_").replace(" ", "_") / "seed0"
+        path = args.workdir / compare.slug(name) / "seed0"
         best = checkpoint.load_params(path / "best_params.safetensors", target=target)
         split = ds["test"]
         batch = next(mdmt_data.batches(split, min(rows_n, len(split)), shuffle=False))

@@ -12,6 +12,11 @@ Comma-separated tokens, applied in order:
 - ``paper``: the paper's optimisation settings (500 learned steps, 5 seeds, batch 64 x 4,
   10 epochs);
 - ``users=<n>``: evaluate a fixed random subsample of n users per domain;
+- ``subsample=<n>``: cut every domain to a seeded sample of n users and the items they touched
+  (fewer candidates: numbers are not comparable with full-catalogue ones);
+- ``cpu``: the caps of the CPU-sized real-data run in the README (item text 32 tokens, user
+  text 64 tokens, at most 3 fine-tuning epochs at batch 32, 100 learned steps at Adam 5e-3, no joint
+  learning); combine with ``amazon,subsample=<n>``;
 - ``bf16``: bfloat16 compute (accelerators).
 """
 
@@ -62,6 +67,13 @@ def get_config(arg=None):
             ft = finetune.FinetuneConfig(max_epochs=10)  # batch 64 x 4, lr 5e-5, 100 warm-up
             lrn = learn.LearnConfig()  # 500 steps, batch 16, Adam 1e-3, lambda 1000, T 0.05
             extra["seeds"] = (0, 1, 2, 3, 4)
+        elif key == "subsample":
+            data = dataclasses.replace(data, max_users=int(value))
+        elif token == "cpu":
+            backbone = dataclasses.replace(backbone, max_item_tokens=32, max_user_tokens=64)
+            ft = dataclasses.replace(ft, batch_size=32, max_epochs=3, checkpoint_every=50)
+            lrn = dataclasses.replace(lrn, steps=100, lr=5e-3)
+            extra["joint"] = False
         elif key == "users":
             ev = dataclasses.replace(ev, max_users=int(value))
             ft = dataclasses.replace(ft, max_eval_users=int(value))

@@ -5,7 +5,6 @@ merged with the other domains' fully trained models. Other tokens are those of `
 synthetic default (``tiny`` for a smoke run).
 """
 
-
 from jaxrec.mergerec import finetune, learn, pipeline
 from jaxrec.mergerec.backbone import BackboneConfig
 

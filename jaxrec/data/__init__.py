@@ -21,6 +21,7 @@ from jaxrec.data.domain import (
     from_sequences,
     item_offsets,
     k_core,
+    subsample_users,
 )
 from jaxrec.data.movielens import GENRE_DOMAINS, find_movielens, load_movielens
 from jaxrec.data.release import is_release, load_release
@@ -58,6 +59,7 @@ def __getattr__(name):
 
 __all__ = [
     "BUCKETS",
+    "subsample_users",
     "GENRE_DOMAINS",
     "MAX_HISTORY",
     "Batch",

@@ -222,6 +222,38 @@ def from_sequences(
     )
 
 
+def subsample_users(domain: Domain, num_users: int, seed: int = 0) -> Domain:
+    """A smaller domain: ``num_users`` users drawn without replacement (seeded), with their whole
+    sequences, and only the items those users interacted with (re-indexed in original order).
+
+    The item catalogue shrinks with the users, so full-ranking metrics on the result rank among
+    fewer candidates than on the full domain (numbers are not comparable across sizes). Returns
+    ``domain`` itself when it has at most ``num_users`` users.
+    """
+    if num_users < 1:
+        raise ValueError(f"num_users must be >= 1, got {num_users}")
+    if domain.num_users <= num_users:
+        return domain
+    rng = np.random.default_rng((seed, domain.num_users, domain.num_items))
+    users = np.sort(rng.choice(domain.num_users, num_users, replace=False))
+    starts, ends = domain.train_offsets[users], domain.train_offsets[users + 1]
+    seqs = [domain.train_items[a:b] for a, b in zip(starts, ends)]
+    used = np.unique(np.concatenate([*seqs, domain.val[users], domain.test[users]]))
+    new_id = np.full(domain.num_items, -1, np.int64)
+    new_id[used] = np.arange(used.size)
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    return Domain(
+        name=domain.name,
+        item_keys=domain.item_keys[used],
+        item_attrs={a: v[used] for a, v in domain.item_attrs.items()},
+        train_items=new_id[np.concatenate(seqs)].astype(np.int32),
+        train_offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        val=new_id[domain.val[users]].astype(np.int32),
+        test=new_id[domain.test[users]].astype(np.int32),
+        user_keys=domain.user_keys[users],
+    )
+
+
 def k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     """Boolean keep-mask of interactions after iterative k-core filtering.
 

@@ -51,12 +51,16 @@ class DataConfig:
     merge: tuple[str, ...] = ()  # domains whose models are merged (default: all)
     scarce: tuple[str, ...] = ()  # domains fine-tuned on a fraction of their users (Table 3)
     scarce_fraction: float = 1.0  # that fraction
+    max_users: int = 0  # > 0: keep a seeded sample of this many users per domain and only the
+    # items they interacted with (a CPU-sized cut of real data; smaller candidate sets)
 
     def __post_init__(self):
         if self.source == "files" and not self.paths:
             raise ValueError("data.source='files' needs data.paths")
         if not 0 < self.scarce_fraction <= 1:
             raise ValueError("scarce_fraction must be in (0, 1]")
+        if self.max_users < 0:
+            raise ValueError(f"max_users must be >= 0, got {self.max_users}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,10 +113,16 @@ def load_domains(cfg: DataConfig) -> list[Domain]:
     from jaxrec import data
 
     if cfg.source == "synthetic":
-        return data.synthetic_domains(cfg.num_domains, cfg.num_items, cfg.num_users, seed=cfg.seed)
-    if cfg.source == "movielens":
-        return list(data.load_movielens(cfg.movielens))
-    return [data.load_domain(p) for p in cfg.paths]
+        domains = data.synthetic_domains(
+            cfg.num_domains, cfg.num_items, cfg.num_users, seed=cfg.seed
+        )
+    elif cfg.source == "movielens":
+        domains = list(data.load_movielens(cfg.movielens))
+    else:
+        domains = [data.load_domain(p) for p in cfg.paths]
+    if cfg.max_users:
+        domains = [data.subsample_users(d, cfg.max_users, seed=cfg.seed) for d in domains]
+    return domains
 
 
 class Experiment:

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxrec import data
+from jaxrec.data import subsample_users, synthetic_domains
 from jaxrec.data.domain import k_core
 
 
@@ -124,3 +125,26 @@ def test_data_import_is_light_and_mdmt_lazy():
         "assert not hasattr(d, 'no_such_thing')"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subsample_users_keeps_whole_sequences_and_only_their_items():
+    dom = synthetic_domains(1, num_items=40, num_users=30, seed=3)[0]
+    sub = subsample_users(dom, 7, seed=1)
+    assert sub.num_users == 7 and sub.num_items < dom.num_items
+    assert subsample_users(dom, 7, seed=1).user_keys.tolist() == sub.user_keys.tolist()
+    used = set()
+    for u_new, key in enumerate(sub.user_keys):
+        u = dom.user_keys.tolist().index(key)
+        old = [dom.item_keys[i] for i in (*dom.train_seq(u), dom.val[u], dom.test[u])]
+        new = [sub.item_keys[i] for i in (*sub.train_seq(u_new), sub.val[u_new], sub.test[u_new])]
+        assert new == old  # same sequence, same item identities
+        used.update(new)
+    assert set(sub.item_keys.tolist()) == used  # no item nobody interacted with
+    first = sub.item_keys[0]
+    i_old = dom.item_keys.tolist().index(first)
+    assert {a: v[0] for a, v in sub.item_attrs.items()} == {
+        a: v[i_old] for a, v in dom.item_attrs.items()
+    }
+    assert subsample_users(dom, 100) is dom
+    with pytest.raises(ValueError, match="num_users"):
+        subsample_users(dom, 0)

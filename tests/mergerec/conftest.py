@@ -13,17 +13,12 @@ def tiny_checkpoint(tmp_path_factory):
         minilm = text.minilm_path()
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    cfg = text.TextEncoderConfig(
-        model_type="bert",
+    cfg = text.tiny_config(
+        "bert",
         vocab_size=30522,
-        hidden_size=16,
-        num_layers=2,
-        num_heads=2,
         intermediate_size=32,
         max_position_embeddings=128,
-        type_vocab_size=2,
         layer_norm_eps=1e-12,
-        pad_token_id=0,
     )
     folder = tmp_path_factory.mktemp("tiny_bert")
     encoder = text.init_encoder(cfg, 0)

@@ -23,7 +23,20 @@ from jaxrec.registry import Registry
 
 MODELS: Registry = Registry("mdmt model")
 
-from jaxrec.models.mdmt import adatask, mlp, mmoe, ple, saf, shared_bottom  # noqa: E402,F401  (register)
+from jaxrec.models.mdmt import (  # noqa: E402,F401  (register the models)
+    adasparse,
+    adatask,
+    hamur,
+    m2m,
+    m3oe,
+    mlp,
+    mmoe,
+    pepnet,
+    ple,
+    saf,
+    shared_bottom,
+    star,
+)
 from jaxrec.models.mdmt.layers import MDMTModelConfig  # noqa: E402
 
 __all__ = ["MODELS", "MDMTModelConfig", "create", "default_config"]

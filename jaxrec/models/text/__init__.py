@@ -54,6 +54,7 @@ from jaxrec.models.text.encoder import (
     init_encoder,
     make_encode_fn,
     pool,
+    tiny_config,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "read_torch_bin",
     "read_weights",
     "recformer_from_encoder",
+    "tiny_config",
     "to_hf",
     "tokenize",
 ]

@@ -372,6 +372,28 @@ def build_encoder(config: TextEncoderConfig, params: dict) -> TextEncoder:
     return nnx.merge(graphdef, state)
 
 
+def tiny_config(model_type: str = "bert", **overrides) -> TextEncoderConfig:
+    """A 2-block, 16-wide encoder of ``model_type`` that compiles in about a second (tests,
+    small benchmarks); any field can be overridden (e.g. ``vocab_size`` to match a tokenizer)."""
+    longformer = model_type in ("longformer", "recformer")
+    base = dict(
+        model_type=model_type,
+        vocab_size=61,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=40 if model_type == "bert" else 42,
+        type_vocab_size=4 if model_type == "recformer" else 2,
+        layer_norm_eps=1e-5,
+        pad_token_id=0 if model_type == "bert" else 1,
+        attention_window=(4, 8) if longformer else (),
+        max_item_embeddings=7 if model_type == "recformer" else 0,
+    )
+    base.update(overrides)
+    return TextEncoderConfig(**base)
+
+
 def init_encoder(config: TextEncoderConfig, seed: int = 0) -> TextEncoder:
     """A randomly initialised encoder (HF's scheme: weights N(0, 0.02), biases 0, LN scale 1).
 

@@ -5,35 +5,10 @@ import pytest
 from jaxrec.models import text
 
 
-def tiny_config(model_type: str, **kw) -> text.TextEncoderConfig:
-    """A 2-block encoder small enough to compile in a second."""
-    longformer = model_type in ("longformer", "recformer")
-    base = dict(
-        model_type=model_type,
-        vocab_size=61,
-        hidden_size=16,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=40 if model_type == "bert" else 42,
-        type_vocab_size=4 if model_type == "recformer" else 2,
-        layer_norm_eps=1e-5,
-        pad_token_id=0 if model_type == "bert" else 1,
-        attention_window=(4, 8) if longformer else (),
-        max_item_embeddings=7 if model_type == "recformer" else 0,
-    )
-    base.update(kw)
-    return text.TextEncoderConfig(**base)
-
-
-def tiny_encoder(model_type: str, seed: int = 0, **kw) -> text.TextEncoder:
-    return text.init_encoder(tiny_config(model_type, **kw), seed)
-
-
 @pytest.fixture(scope="session")
 def tiny_encoders():
     """One tiny encoder per model type (shared by all text tests)."""
-    return {t: tiny_encoder(t, seed=i) for i, t in enumerate(text.MODEL_TYPES)}
+    return {t: text.init_encoder(text.tiny_config(t), i) for i, t in enumerate(text.MODEL_TYPES)}
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_encoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxrec.models import text
 from jaxrec.models.text import attention as attn
 
 
@@ -108,7 +108,7 @@ def test_dense_attention_matches_reference(use_jit):
 
 def test_longformer_layer_matches_dense_reference():
     """The module path (projections, global gather/scatter) against the dense reference."""
-    enc = tiny_encoder("longformer", max_global_tokens=3)
+    enc = text.init_encoder(text.tiny_config("longformer", max_global_tokens=3))
     layer = enc.layers[1]  # window 8
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 16, 16)).astype(np.float32)

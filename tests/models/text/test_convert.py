@@ -5,7 +5,6 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_encoder
 from flax import nnx, traverse_util
 from safetensors.numpy import load_file, save_file
 
@@ -147,7 +146,7 @@ def test_recformer_from_encoder_equals_source_with_wide_window(tiny_encoders, en
 
 
 def test_recformer_position_table_extended_by_copy():
-    enc = tiny_encoder("roberta", seed=6)  # 42 rows: 2 special + 40 positions
+    enc = text.init_encoder(text.tiny_config("roberta"), 6)  # 42 rows: 2 special + 40 positions
     rec = text.recformer_from_encoder(enc, max_tokens=100, attention_window=8)
     old = np.asarray(enc.embeddings.position.embedding[...])
     new = np.asarray(rec.embeddings.position.embedding[...])

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_encoder
 from flax import nnx, traverse_util
 
 from jaxrec.models import text
@@ -119,7 +118,9 @@ def test_recformer_no_recompiles_and_embeddings_matter(tiny_encoders):
 
 def test_gradients_reach_global_projections():
     """The CLS representation is trained through query/key/value_global."""
-    enc = tiny_encoder("longformer", num_layers=1, attention_window=(4,))  # 1 block: fast compile
+    enc = text.init_encoder(
+        text.tiny_config("longformer", num_layers=1, attention_window=(4,))
+    )  # 1 block: fast compile
     ids, mask = _inputs(enc.config)
     graphdef, params = nnx.split(enc, nnx.Param)
     loss = lambda p: jnp.sum(text.pool(nnx.merge(graphdef, p).encode_hidden(ids, mask)) ** 3)
@@ -135,11 +136,11 @@ def test_config_and_input_errors(tiny_encoders):
     with pytest.raises(ValueError, match="unknown model_type 'gpt2'"):
         text.TextEncoderConfig(model_type="gpt2")
     with pytest.raises(ValueError, match="positive and even"):
-        tiny_config("longformer", attention_window=(4, 5))
+        text.tiny_config("longformer", attention_window=(4, 5))
     with pytest.raises(ValueError, match="one value per layer"):
-        tiny_config("longformer", attention_window=(4,))
+        text.tiny_config("longformer", attention_window=(4,))
     with pytest.raises(ValueError, match="not divisible"):
-        tiny_config("bert", num_heads=3)
+        text.tiny_config("bert", num_heads=3)
     enc = tiny_encoders["roberta"]  # 42 positions - offset 2 = 40 tokens
     ids = np.full((1, 41), 5)
     with pytest.raises(ValueError, match="exceeds the position table"):
