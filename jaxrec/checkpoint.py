@@ -97,7 +97,12 @@ class Checkpointer:
             cleanup_tmp_directories=True,
         )
         self._mgr = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
+            self.directory,
+            options=options,
+            item_handlers={  # known handlers: restoring one item does not warn about the other
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def latest_step(self) -> int | None:

@@ -102,8 +102,13 @@ def parse_value(raw: str, tp: Any) -> Any:
     if origin in (tuple, list, Sequence) or tp in (tuple, list):
         text = raw.strip()
         if text.startswith(("(", "[")):
-            items = list(ast.literal_eval(text))
-            items = [str(x) for x in items]
+            try:
+                items = [str(x) for x in ast.literal_eval(text)]
+            except (SyntaxError, ValueError) as e:
+                raise ValueError(
+                    f"{raw!r} is not a Python literal list/tuple; write the items "
+                    f"comma-separated without brackets (a,b,c) or as quoted literals ('a', 'b')"
+                ) from e
         else:
             items = [s.strip() for s in text.split(",") if s.strip()]
         if args and len(args) == 2 and args[1] is Ellipsis:

@@ -2,20 +2,34 @@
 
 ``<model>`` is one of ``mlp``, ``shared_bottom``, ``mmoe``, ``ple`` (any registered MDMT model
 works). Baselines train without stable learning (the trainer and loss are SAF's). Tokens:
-``tiny`` (CI-sized run), ``ml1m`` (MovieLens-1M), ``adatask``, ``sl`` (add SAF's stable learning
-on the model's own feature levels), ``seed=<int>``.
+``tiny`` (CI-sized run: ``saf.py:tiny``'s data and training, every size field of the model
+capped at 32), ``ml1m`` (MovieLens-1M), ``adatask``, ``sl`` (add SAF's stable learning on the
+model's own feature levels), ``seed=<int>``; applied in order (``tiny`` before ``ml1m``).
 """
 
 import dataclasses
+from pathlib import Path
 
+from jaxrec.config import load_config
 from jaxrec.models import mdmt
 from jaxrec.stable import StableConfig
+from jaxrec.train.compare import small_model_config
 from jaxrec.train.mdmt import ExperimentConfig
 
-TINY_DATA = dict(
-    num_train=4096, num_val=1024, num_test=2048, num_test_ood=2048, num_users=200, num_items=300
-)
-TINY_MODEL = dict(tower_dims=(16,), hidden_dims=(32, 16), bottom_dims=(32,), expert_dims=(16,))
+HERE = Path(__file__).resolve().parent
+TINY_MAX_DIM = 32  # tiny: cap of every size field of the model's config
+
+
+def tiny_training() -> dict:
+    """The ExperimentConfig fields ``saf.py:tiny`` changes, except SAF's own model/stable: the
+    CI-sized data and training every ``tiny`` row shares (settings live in saf.py only)."""
+    small, full = load_config(f"{HERE / 'saf.py'}:tiny"), load_config(f"{HERE / 'saf.py'}")
+    return {
+        f.name: getattr(small, f.name)
+        for f in dataclasses.fields(small)
+        if f.name not in ("model_config", "stable")
+        and getattr(small, f.name) != getattr(full, f.name)
+    }
 
 
 def get_config(arg=None):
@@ -26,24 +40,14 @@ def get_config(arg=None):
         )
     name = tokens[0]
     model = mdmt.default_config(name)
-    fields = {f.name for f in dataclasses.fields(model)}
     stable = StableConfig(enabled=False)
     levels = ("bottom", "experts")
     cfg = dict(data="synthetic", data_kwargs={}, batch_size=2048, epochs=10, patience=2)
     for token in tokens[1:]:
         key, _, value = token.partition("=")
         if token == "tiny":
-            model = dataclasses.replace(
-                model, **{k: v for k, v in TINY_MODEL.items() if k in fields}
-            )
-            cfg.update(
-                data_kwargs=TINY_DATA,
-                batch_size=256,
-                eval_batch_size=1024,
-                epochs=2,
-                learning_rate=1e-2,  # few steps on tiny data: a larger step than the paper's 1e-3
-                progress=False,
-            )
+            model = small_model_config(model, max_dim=TINY_MAX_DIM)
+            cfg.update(tiny_training())
         elif token == "ml1m":
             cfg.update(data="movielens_1m", data_kwargs={})
         elif token == "adatask":

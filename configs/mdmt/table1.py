@@ -31,7 +31,7 @@ from pathlib import Path
 
 from jaxrec.config import load_config
 from jaxrec.models import mdmt
-from jaxrec.train.compare import CompareConfig, small_model_config
+from jaxrec.train.compare import CompareConfig
 
 HERE = Path(__file__).resolve().parent
 LABELS = {  # registry name -> the paper's row label, in the paper's row order
@@ -55,7 +55,6 @@ ABLATIONS = {  # label -> configs/mdmt/saf.py token
     "w/o SL+FG": "no_sl_fg",
     "w/o all": "no_all",
 }
-TINY_MAX_DIM = 32  # tiny: cap of every size field of a baseline's config
 
 
 def label_of(name: str) -> str:
@@ -109,26 +108,10 @@ def get_config(arg=None):
     def load(file, tokens):
         return load_config(f"{HERE / file}:{','.join(tokens)}")
 
-    tiny = {}
-    if scale:  # the ExperimentConfig fields saf.py:tiny changes, except SAF's own model/stable
-        small, full = load("saf.py", ["tiny"]), load("saf.py", [])
-        tiny = {
-            f.name: getattr(small, f.name)
-            for f in dataclasses.fields(small)
-            if f.name not in ("model_config", "stable")
-            and getattr(small, f.name) != getattr(full, f.name)
-        }
-
     runs = {}
     for name in names:
-        if name == "saf":
-            runs[label_of(name)] = load("saf.py", scale + data_tokens)
-        else:
-            cfg = load("baseline.py", [name, *data_tokens])
-            if scale:
-                model = small_model_config(cfg.model_config, max_dim=TINY_MAX_DIM)
-                cfg = dataclasses.replace(cfg, model_config=model, **tiny)
-            runs[label_of(name)] = cfg
+        file, first = ("saf.py", []) if name == "saf" else ("baseline.py", [name])
+        runs[label_of(name)] = load(file, first + scale + data_tokens)
     if ablations:
         for label, token in ABLATIONS.items():
             runs[label] = load("saf.py", [*scale, *data_tokens, token])

@@ -15,8 +15,9 @@ Comma-separated tokens, applied in order:
 - ``subsample=<n>``: cut every domain to a seeded sample of n users and the items they touched
   (fewer candidates: numbers are not comparable with full-catalogue ones);
 - ``cpu``: the caps of the CPU-sized real-data run in the README (item text 32 tokens, user
-  text 64 tokens, at most 3 fine-tuning epochs at batch 32, 100 learned steps at Adam 5e-3, no joint
-  learning); combine with ``amazon,subsample=<n>``;
+  text 64 tokens, at most 2 fine-tuning epochs at batch 32, no joint learning, the layer-wise
+  AdaMerging and MergeRec only, 100 learned steps at Adam 5e-3); combine with
+  ``amazon,subsample=<n>``;
 - ``bf16``: bfloat16 compute (accelerators).
 """
 
@@ -71,9 +72,9 @@ def get_config(arg=None):
             data = dataclasses.replace(data, max_users=int(value))
         elif token == "cpu":
             backbone = dataclasses.replace(backbone, max_item_tokens=32, max_user_tokens=64)
-            ft = dataclasses.replace(ft, batch_size=32, max_epochs=3, checkpoint_every=50)
+            ft = dataclasses.replace(ft, batch_size=32, max_epochs=2, checkpoint_every=50)
             lrn = dataclasses.replace(lrn, steps=100, lr=5e-3)
-            extra["joint"] = False
+            extra.update(joint=False, learned=("adamerging:layer", "mergerec:layer"))
         elif key == "users":
             ev = dataclasses.replace(ev, max_users=int(value))
             ft = dataclasses.replace(ft, max_eval_users=int(value))

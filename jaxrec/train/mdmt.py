@@ -4,7 +4,8 @@ Per batch (one jitted step, state donated): forward once (keeping the VJP), lear
 on the stop-gradient features with :func:`jaxrec.stable.reweight` at each configured level
 (SAF: ``bottom`` -> w^f and ``experts`` -> w^ex; loss weights ``w^f * w^ex`` renormalised to mean
 1 over the real rows), then one optimiser update on ``sum_{t,d}`` of the weighted mean BCE over the
-samples of domain d (empty groups skipped). With AdaTask the per-task gradients come from a
+samples of domain d (empty groups skipped), plus the model's own ``aux_loss`` when its outputs
+carry one (e.g. AdaSparse's sparsity regulariser). With AdaTask the per-task gradients come from a
 ``vmap`` of the same VJP over the T unit cotangents (one forward, T backward passes).
 
 Evaluation: per (domain, task) AUC and logloss (:mod:`jaxrec.metrics`), their means, and pooled
@@ -254,9 +255,13 @@ class Trainer:
             out, new_stats = self._forward(
                 params, state["batch_stats"], batch, train=True, key=k_drop
             )
-            return bce_with_logits(out["logits"], batch["labels"]), (out["features"], new_stats)
+            aux = jnp.asarray(out.get("aux_loss", 0.0), jnp.float32)  # a model's own loss term
+            bce = bce_with_logits(out["logits"], batch["labels"])
+            return (bce, aux), (out["features"], new_stats)
 
-        bce_bt, pullback, (features, new_stats) = jax.vjp(forward, state["params"], has_aux=True)
+        (bce_bt, aux), pullback, (features, new_stats) = jax.vjp(
+            forward, state["params"], has_aux=True
+        )
         if self.levels:
             weight_b, memory, info = self.sample_weights(features, state["memory"], mask_b, k_w)
         else:
@@ -266,13 +271,14 @@ class Trainer:
             return group_losses(bce, batch["domain"], weight_b, self.num_domains)[0].sum(axis=1)
 
         loss_t, loss_pullback = jax.vjp(loss_t_of, bce_bt)
-        if self.use_adatask:  # per-task gradients: leaves [T, ...]
+        if self.use_adatask:  # per-task gradients: leaves [T, ...]; aux split evenly
             eye_tt = jnp.eye(self.num_tasks, dtype=jnp.float32)
             dbce_tbt = jax.vmap(lambda c: loss_pullback(c)[0])(eye_tt)
-            grads = jax.vmap(lambda c: pullback(c)[0])(dbce_tbt)
+            daux = jnp.full((self.num_tasks,), 1.0 / self.num_tasks, jnp.float32)
+            grads = jax.vmap(lambda c, a: pullback((c, a))[0])(dbce_tbt, daux)
         else:
             (dbce_bt,) = loss_pullback(jnp.ones_like(loss_t))
-            (grads,) = pullback(dbce_bt)
+            (grads,) = pullback((dbce_bt, jnp.ones([], jnp.float32)))
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         new_state = {
             "params": optax.apply_updates(state["params"], updates),
@@ -284,7 +290,8 @@ class Trainer:
         }
         n_real = jnp.maximum(mask_b.sum(), 1.0)
         ess = weight_b.sum() ** 2 / jnp.maximum((weight_b**2).sum(), 1e-12) / n_real
-        out = {"loss": loss_t.sum(), "loss_t": loss_t, "ess_frac": ess, **info}
+        out = {"loss": loss_t.sum() + aux, "loss_t": loss_t, "aux_loss": aux, "ess_frac": ess}
+        out.update(info)
         return new_state, out
 
     def _predict(self, params, batch_stats, batch):

@@ -72,6 +72,7 @@ def test_overrides_are_typed_by_fields():
         ("steps", "not of the form"),
         ("steps=-1", "steps must be >= 0"),
         ("use_bn=maybe", "not a boolean"),
+        ("inner.dims=(a=1, b=2)", "not a Python literal list/tuple"),
     ],
 )
 def test_bad_overrides_are_clear_errors(override, error):

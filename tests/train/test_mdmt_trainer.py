@@ -258,3 +258,40 @@ def test_config_files_and_errors():
         )
     with pytest.raises(KeyError, match="model='nope'"):
         tm.ExperimentConfig(model="nope")
+
+
+def test_model_aux_loss_enters_the_loss_and_the_gradient(dataset):
+    from jaxrec.models.mdmt.adasparse import AdaSparseConfig
+
+    model = AdaSparseConfig(
+        emb_dim=4, hidden_dims=(8,), factor_form="binarization", sparsity_range=(0.9, 1.0)
+    )
+    batch = train_batches(dataset, 1)[0]
+    outs, moments = {}, {}
+    for w in (0.0, 5.0):
+        cfg = tm.ExperimentConfig(
+            data="synthetic",
+            data_kwargs=DATA,
+            model="adasparse",
+            model_config=dataclasses.replace(model, sparsity_weight=w),
+            stable=StableConfig(enabled=False),
+            batch_size=64,
+            learning_rate=1e-2,
+            progress=False,
+        )
+        tr = tm.Trainer(cfg, dataset.schema, mesh=sharding.make_mesh(data=1))
+        state, out = tr.train_step(tr.init_state(0), sharding.shard_batch(batch, tr.mesh))
+        outs[w], moments[w] = jax.device_get(out), jax.device_get(state["opt_state"][0].mu)
+    assert float(outs[0.0]["aux_loss"]) == 0.0
+    aux = float(outs[5.0]["aux_loss"])
+    assert aux > 0.0  # fewer than 90% of the neurons are pruned at initialisation
+    np.testing.assert_allclose(outs[5.0]["loss"], outs[5.0]["loss_t"].sum() + aux, rtol=1e-6)
+    np.testing.assert_allclose(outs[5.0]["loss_t"], outs[0.0]["loss_t"], rtol=1e-6)
+    g0, g5 = moments[0.0]["pruners"], moments[5.0]["pruners"]
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g5)))
+    assert all(
+        np.allclose(a, b)
+        for a, b in zip(
+            jax.tree.leaves(moments[0.0]["head"]), jax.tree.leaves(moments[5.0]["head"])
+        )
+    )  # the penalty depends on the factors only: no gradient into the head

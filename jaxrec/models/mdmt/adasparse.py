@@ -16,7 +16,8 @@ Dropout). Factor forms (``factor_form``):
 
 The paper's flexible sparsity regulariser (for the binarization form) is
 :func:`sparsity_penalty`, a function of the factors from :meth:`AdaSparse.forward_with_factors`;
-the MDMT trainer has no hook for extra loss terms, so it is not added during training.
+with ``sparsity_weight > 0`` the model returns it as ``aux_loss`` in training, which the MDMT
+trainer adds to the loss (off by default, as for the default fusion form).
 
 Made D·T: the shared MLP ends in a Linear to D·T logits, gathered by domain.
 
@@ -68,6 +69,8 @@ class AdaSparseConfig(MDMTModelConfig):
     epsilon: float = 1e-2  # pruning threshold (fusion, binarization)
     prune_input: bool = True  # factors on the agnostic input embeddings (reference pruner 0)
     detach_pruner_input: bool = True  # stop the gradient into h in the pruner input (paper)
+    sparsity_weight: float = 0.0  # > 0: add sparsity_penalty as aux_loss in training
+    sparsity_range: tuple[float, float] = (0.2, 0.5)  # [r_min, r_max] of the pruned fraction
 
     def __post_init__(self):
         super().__post_init__()
@@ -77,6 +80,8 @@ class AdaSparseConfig(MDMTModelConfig):
             raise ValueError(f"factor_form must be one of {FACTOR_FORMS}, got {self.factor_form!r}")
         if self.alpha <= 0.0 or self.beta <= 0.0:
             raise ValueError(f"alpha and beta must be positive, got {self.alpha}, {self.beta}")
+        if self.sparsity_weight < 0.0:
+            raise ValueError(f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
         if not 0.0 <= self.epsilon < 1.0:
             raise ValueError(f"epsilon must be in [0, 1), got {self.epsilon}")
 
@@ -189,4 +194,15 @@ class AdaSparse(MDMTModel):
     def __call__(
         self, batch: dict[str, Any], *, train: bool, key: jax.Array | None = None
     ) -> dict[str, Any]:
-        return self.forward_with_factors(batch, train=train, key=key)[0]
+        out, factors = self.forward_with_factors(batch, train=train, key=key)
+        c = self.config
+        if train and c.sparsity_weight > 0.0:
+            r_min, r_max = c.sparsity_range
+            out["aux_loss"] = sparsity_penalty(
+                factors,
+                r_min=r_min,
+                r_max=r_max,
+                weight=c.sparsity_weight,
+                mask_b=batch_mask(batch),
+            )
+        return out

@@ -3,8 +3,9 @@
 per-domain output selection.
 
 Every MDMT model is an NNX module ``Model(schema, config, *, rngs)`` whose
-``__call__(batch, *, train, key=None)`` returns ``{"logits": [B, T], "features": {...}}``; the
-logits of each sample come from its own domain's towers. ``batch`` is the loader's dict
+``__call__(batch, *, train, key=None)`` returns ``{"logits": [B, T], "features": {...}}``
+(optionally also a scalar ``"aux_loss"``, which the trainer adds to the loss); the logits of
+each sample come from its own domain's towers. ``batch`` is the loader's dict
 (``sparse [B, F_s] int32``, ``dense [B, F_d] float32``, ``domain [B] int32``, optional
 ``mask [B]``) and may carry ``embedding_delta [B, F_s, E]`` (added to the looked-up field
 embeddings; used by the saliency analysis).

@@ -1,5 +1,5 @@
-"""Tests of the STAR, AdaSparse and HAMUR baselines: shapes, jit vs no-jit, padding, two trainer
-steps without recompiles, and each model's defining mechanism against numpy."""
+"""Tests of the STAR, AdaSparse and HAMUR baselines: shapes, jit vs no-jit, padding, and each
+model's defining mechanism against numpy (training through the Trainer: test_zoo.py)."""
 
 import dataclasses
 import functools
@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxrec import sharding
-from jaxrec.data import mdmt as mdmt_data
 from jaxrec.data.mdmt import MDMTSchema
 from jaxrec.models import mdmt
 from jaxrec.models.mdmt.adasparse import AdaSparseConfig, pruning_factors, sparsity_penalty
 from jaxrec.models.mdmt.hamur import HAMURConfig
 from jaxrec.models.mdmt.star import PartitionedNorm, STARConfig, StarLinear
-from jaxrec.stable import StableConfig
-from jaxrec.train import mdmt as tm
 
 SCHEMA = MDMTSchema(
     sparse_names=("user", "item", "cat"),
@@ -110,45 +106,6 @@ def test_padding_rows_change_neither_real_rows_nor_statistics(name):
     np.testing.assert_allclose(out1["logits"][:6], out2["logits"][:6], rtol=1e-5, atol=1e-5)
     leaves_close(st1, st2, rtol=1e-5, atol=1e-6)
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(st1), jax.tree.leaves(stats)))
-
-
-DATA = dict(num_train=96, num_val=32, num_test=32, num_test_ood=32, num_users=20, num_items=30)
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return mdmt_data.load("synthetic", **DATA)
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_two_trainer_steps_finite_and_compiled_once(name, dataset):
-    cfg = tm.ExperimentConfig(
-        data="synthetic",
-        data_kwargs=DATA,
-        model=name,
-        model_config=CONFIGS[name],
-        stable=StableConfig(enabled=False),
-        batch_size=32,
-        learning_rate=1e-2,
-        progress=False,
-    )
-    trainer = tm.Trainer(cfg, dataset.schema, mesh=sharding.make_mesh(data=1))
-    if hasattr(trainer, "_init_jit"):  # compile time only: the random initialisers at -O0
-        trainer._init_jit = jax.jit(
-            trainer._init,
-            out_shardings=trainer._replicated,
-            compiler_options={"xla_backend_optimization_level": 0},
-        )
-    state = trainer.init_state(0)
-    p0 = jax.device_get(state["params"])
-    for i, b in enumerate(mdmt_data.batches(dataset["train"], 32, seed=0)):
-        if i == 2:
-            break
-        state, out = trainer.train_step(state, sharding.shard_batch(b, trainer.mesh))
-        assert np.isfinite(float(out["loss"]))
-    assert trainer.step_traces == 1
-    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), p0, jax.device_get(state["params"]))
-    assert sum(jax.tree.leaves(moved)) > len(jax.tree.leaves(moved)) // 2
 
 
 # ------------------------------------------------------------------------------------------ STAR

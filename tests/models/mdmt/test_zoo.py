@@ -6,10 +6,9 @@ editing this file: small sizes (every size field that exists, via
 one trace of the train step), eval-mode predictions of shape ``[N, T]`` in (0, 1); and the Table 1
 config lists every registered model.
 
-The file runs with the ``rbg`` PRNG implementation (restored afterwards): XLA:CPU compiles the
-jitted init of a model's threefry-based initialisers about 3x slower, and the zoo compiles an
-init, a train step and a predict function per model. The mechanics tested here do not depend on
-the PRNG; the models' own test files use the default.
+The trainer tests run with the ``rbg`` PRNG (fixture ``rbg_prng`` in conftest.py): the zoo compiles
+an init, a train step and a predict function per model. The models' own test files check each
+model's mechanism.
 """
 
 import dataclasses
@@ -30,19 +29,12 @@ DATA = dict(num_train=192, num_val=96, num_test=32, num_test_ood=32, num_users=2
 BATCH = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def rbg_prng():
-    old = jax.config.jax_default_prng_impl
-    jax.config.update("jax_default_prng_impl", "rbg")
-    yield
-    jax.config.update("jax_default_prng_impl", old)
-
-
 @pytest.fixture(scope="module")
 def dataset():
     return mdmt_data.load("synthetic", **DATA)
 
 
+@pytest.mark.usefixtures("rbg_prng")
 @pytest.mark.parametrize("name", mdmt.MODELS.names())
 def test_every_model_trains_two_steps_without_recompiles(name, dataset):
     model_config = small_model_config(mdmt.default_config(name), max_dim=8, emb_dim=4)
@@ -60,6 +52,7 @@ def test_every_model_trains_two_steps_without_recompiles(name, dataset):
     )
     trainer = tm.Trainer(cfg, dataset.schema, mesh=sharding.make_mesh(data=1))
     state = trainer.init_state(seed=1)
+    before = jax.device_get(state["params"])
     losses = []
     batches = mdmt_data.batches(dataset["train"], BATCH, seed=0, epoch=0)
     for _, batch in zip(range(2), batches):
@@ -69,8 +62,11 @@ def test_every_model_trains_two_steps_without_recompiles(name, dataset):
     assert np.isfinite(losses).all() and losses[0] > 0, losses
     assert trainer.step_traces == 1
     assert int(state["step"]) == 2
-    # every parameter is finite after the updates
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+    # every parameter is finite after the updates, and most of them moved
+    after = jax.device_get(state["params"])
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(after))
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))]
+    assert sum(moved) > 0.8 * len(moved), f"{sum(moved)} of {len(moved)} parameter arrays moved"
     probs = trainer.predict_split(state["params"], state["batch_stats"], dataset["val"])
     assert probs.shape == (DATA["num_val"], dataset.schema.num_tasks)
     assert ((probs > 0) & (probs < 1)).all()
