@@ -31,6 +31,7 @@ __all__ = [
     "MLP",
     "select_domain",
     "batch_mask",
+    "norm_relu_dropout",
 ]
 
 _stacked_init = nnx.initializers.variance_scaling(
@@ -203,18 +204,38 @@ class MLP(nnx.Module):
             x = linear(x)  # [B, N, d]
             if i == n_layers - 1 and not self.activate_last:
                 break
-            if self.norms:
-                b, n, d = x.shape
-                flat = x.reshape(b, n * d)
-                mask = None if mask_b is None else jnp.broadcast_to(mask_b[:, None], flat.shape)
-                x = self.norms[i](flat, use_running_average=not train, mask=mask).reshape(b, n, d)
-            x = jax.nn.relu(x)
-            if train and self.dropout > 0.0:
-                if key is None:
-                    raise ValueError("MLP with dropout > 0 needs a PRNG key when train=True")
-                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - self.dropout, x.shape)
-                x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
+            norm = self.norms[i] if self.norms else None
+            x = norm_relu_dropout(
+                x, norm, train=train, mask_b=mask_b, dropout=self.dropout, key=key, index=i
+            )
         return x
+
+
+def norm_relu_dropout(
+    x_bnd: jax.Array,
+    norm: nnx.BatchNorm | None,
+    *,
+    train: bool,
+    mask_b: jax.Array | None,
+    dropout: float,
+    key: jax.Array | None,
+    index: int,
+) -> jax.Array:
+    """The hidden-layer tail of the lineage MLP block on ``[B, N, d]`` (N parallel nets):
+    BatchNorm over the flattened ``N * d`` units (padding rows masked out of the statistics),
+    ReLU, then inverted dropout with ``fold_in(key, index)`` in training."""
+    if norm is not None:
+        b, n, d = x_bnd.shape
+        flat = x_bnd.reshape(b, n * d)
+        mask = None if mask_b is None else jnp.broadcast_to(mask_b[:, None], flat.shape)
+        x_bnd = norm(flat, use_running_average=not train, mask=mask).reshape(b, n, d)
+    x_bnd = jax.nn.relu(x_bnd)
+    if train and dropout > 0.0:
+        if key is None:
+            raise ValueError("dropout > 0 needs a PRNG key when train=True")
+        keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - dropout, x_bnd.shape)
+        x_bnd = jnp.where(keep, x_bnd / (1.0 - dropout), 0.0)
+    return x_bnd
 
 
 def select_domain(logits_btd: jax.Array, domain_b: jax.Array) -> jax.Array:

@@ -48,6 +48,7 @@ from jaxrec.models.mdmt.layers import (
     MDMTModel,
     MDMTModelConfig,
     batch_mask,
+    norm_relu_dropout,
     select_domain,
     split_key,
 )
@@ -223,17 +224,10 @@ class STAR(MDMTModel):
         n_hidden = len(self.star) - 1
         for i in range(n_hidden):
             x = self.star[i](x)  # [B, D, H]
-            if self.norms:
-                b, d, h = x.shape
-                flat = x.reshape(b, d * h)
-                mask = None if mask_b is None else jnp.broadcast_to(mask_b[:, None], flat.shape)
-                x = self.norms[i](flat, use_running_average=not train, mask=mask).reshape(b, d, h)
-            x = jax.nn.relu(x)
-            if train and c.dropout > 0.0:
-                if k_star is None:
-                    raise ValueError("STAR with dropout > 0 needs a PRNG key when train=True")
-                keep = jax.random.bernoulli(jax.random.fold_in(k_star, i), 1.0 - c.dropout, x.shape)
-                x = jnp.where(keep, x / (1.0 - c.dropout), 0.0)
+            norm = self.norms[i] if self.norms else None
+            x = norm_relu_dropout(
+                x, norm, train=train, mask_b=mask_b, dropout=c.dropout, key=k_star, index=i
+            )
         bottom_bh = select_domain(jnp.swapaxes(x, 1, 2), domain_b)  # own domain's path
         star_bdt = self.star[-1](x)
         aux_bt = self.aux(jnp.concatenate([e_ui, e_id], -1), train=train, mask_b=mask_b, key=k_aux)

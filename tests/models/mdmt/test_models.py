@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from mdmt_ref import np_mlp
 
 from jaxrec.data.mdmt import MDMTSchema
 from jaxrec.models import mdmt
@@ -57,33 +58,6 @@ def build(name, config):
 
 
 # ------------------------------------------------------------------------ numpy reference (SAF)
-
-
-def np_bn(x, scale, bias, eps=1e-5):
-    mean, var = x.mean(0), x.var(0)
-    return (x - mean) / np.sqrt(var + eps) * scale + bias
-
-
-def np_mlp(x, p, num, activate_last=True, batch_norm=True, shared_input=True):
-    """Naive loop over the ``num`` nets and layers. x: [B, in] or [B, num, in] -> [B, num, out]."""
-    outs = []
-    n_layers = len(p["linears"])
-    for n in range(num):
-        h = x if shared_input else x[:, n]
-        for i in range(n_layers):
-            lin = p["linears"][i]
-            h = h @ np.asarray(lin["kernel"][n]) + np.asarray(lin["bias"][n])
-            if i == n_layers - 1 and not activate_last:
-                break
-            if batch_norm:
-                d = h.shape[1]
-                sl = slice(n * d, (n + 1) * d)
-                h = np_bn(
-                    h, np.asarray(p["norms"][i]["scale"])[sl], np.asarray(p["norms"][i]["bias"])[sl]
-                )
-            h = np.maximum(h, 0.0)
-        outs.append(h)
-    return np.stack(outs, 1)
 
 
 def np_saf(params, batch, cfg: SAFConfig):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from mdmt_ref import np_embed, np_mlp, np_select
 
 from jaxrec import sharding
 from jaxrec.data import mdmt as mdmt_data
@@ -205,39 +206,6 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def np_mlp(x, p, num, *, activate_last=True, batch_norm=True, shared_input=True):
-    """Loop over the ``num`` nets of an ``MLP``; x: [B, in] or [B, num, in] -> [B, num, out]."""
-    outs = []
-    n_layers = len(p["linears"])
-    for n in range(num):
-        h = x if shared_input else x[:, n]
-        for i in range(n_layers):
-            lin = p["linears"][i]
-            h = h @ np.asarray(lin["kernel"][n]) + np.asarray(lin["bias"][n])
-            if i == n_layers - 1 and not activate_last:
-                break
-            if batch_norm:
-                d = h.shape[1]
-                sl = slice(n * d, (n + 1) * d)
-                scale, bias = (np.asarray(p["norms"][i][k])[sl] for k in ("scale", "bias"))
-                h = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5) * scale + bias
-            h = np.maximum(h, 0.0)
-        outs.append(h)
-    return np.stack(outs, 1)
-
-
-def np_embed(p, batch):
-    table = np.asarray(p["embedding"]["table"])
-    offsets = np.cumsum((0,) + SCHEMA.sparse_vocab[:-1])
-    e = [table[batch["sparse"][:, f] + offsets[f]] for f in range(len(offsets))]
-    e_ui = np.concatenate(e + [batch["dense"]], 1)
-    return e_ui, np.asarray(p["embedding"]["domain_table"])[batch["domain"]]
-
-
-def np_select(logits_btd, domain):
-    return np.stack([logits_btd[i, :, domain[i]] for i in range(len(domain))])
-
-
 # ------------------------------------------------------------------------------------ PEPNet
 
 
@@ -253,7 +221,7 @@ def test_pepnet_gates_in_range_and_forward_matches_numpy():
         g = np.asarray(g)
         assert 0.0 < g.min() and g.max() < 2.0 and g.std() > 1e-3
 
-    e_ui, e_id = np_embed(p, batch)
+    e_ui, e_id = np_embed(p, batch, SCHEMA.sparse_vocab)
     delta = 2.0 * sigmoid(
         np_mlp(np.concatenate([e_id, e_ui], 1), p["epnet"], 1, activate_last=False, **NO_BN)[:, 0]
     )

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from mdmt_ref import np_embed
 
 from jaxrec.data.mdmt import MDMTSchema
 from jaxrec.models import mdmt
@@ -195,14 +196,6 @@ def np_bn_eval(x, p, s):
     ) + np.asarray(p["bias"])
 
 
-def np_embed(p, batch):
-    table = np.asarray(p["embedding"]["table"])
-    offsets = np.cumsum((0,) + SCHEMA.sparse_vocab[:-1])
-    e = [table[batch["sparse"][:, f] + offsets[f]] for f in range(3)]
-    e_ui = np.concatenate(e + [batch["dense"]], 1)
-    return e_ui, np.asarray(p["embedding"]["domain_table"])[batch["domain"]]
-
-
 def adasparse_model(**overrides):
     """A concrete AdaSparse (CONFIGS["adasparse"], fields replaced by ``overrides``: they are
     read at call time, so the compiled init is shared) with moved BatchNorm statistics and a
@@ -226,7 +219,7 @@ def test_adasparse_factors_and_hidden_layers_match_numpy():
     s = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
     f = functools.partial(np_factors, form="fusion", alpha=cfg.alpha, beta=cfg.beta, eps=0.5)
 
-    e_ui, e_id = np_embed(p, batch)
+    e_ui, e_id = np_embed(p, batch, SCHEMA.sparse_vocab)
     pis = [f(np.concatenate([e_id, e_ui], 1) @ np.asarray(p["pruners"][0]["kernel"]))]
     h = np.concatenate([e_id, e_ui * pis[0]], 1)
     for i in range(2):
@@ -341,7 +334,7 @@ def test_hamur_adapter_weights_come_from_the_hypernetwork():
     p = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     s = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
     # numpy hyper-network (eval mode): Linear -> BatchNorm (running stats) -> ReLU -> Linear
-    e_ui, e_id = np_embed(p, batch)
+    e_ui, e_id = np_embed(p, batch, SCHEMA.sparse_vocab)
     lin0, lin1 = p["hyper"]["linears"][0], p["hyper"]["linears"][1]
     z = np.concatenate([e_ui, e_id], 1) @ np.asarray(lin0["kernel"][0]) + np.asarray(
         lin0["bias"][0]
