@@ -23,7 +23,8 @@ Tokens (comma-separated, any order):
   (default ``data/aliccp_sample``, relative to the working directory); no OOD split;
 - ``seeds=<n>``: seeds 0..n-1 (default 5);
 - ``models=a+b+c``: a subset of rows, by registry name or label (e.g. ``models=mmoe+SAF``);
-- ``ablations``: add SAF's ablations (paper Table 3): w/o SL, w/o FG, w/o EG, w/o SL+FG, w/o all.
+- ``ablations``: add SAF's ablations (paper Table 3): w/o SL, w/o FG, w/o EG, w/o SL+FG, w/o all;
+  ``ablations=no_sl+no_fg`` adds a subset (``configs/mdmt/saf.py`` tokens).
 """
 
 import dataclasses
@@ -71,7 +72,7 @@ def model_names() -> list[str]:
 
 def get_config(arg=None):
     tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-    scale, data, folder, seeds, subset, ablations = [], None, "data/aliccp_sample", 5, None, False
+    scale, data, folder, seeds, subset, ablations = [], None, "data/aliccp_sample", 5, None, []
     for token in tokens:
         key, _, value = token.partition("=")
         if token == "tiny":
@@ -85,7 +86,15 @@ def get_config(arg=None):
         elif key == "models":
             subset = [v.strip() for v in value.split("+") if v.strip()]
         elif token == "ablations":
-            ablations = True
+            ablations = list(ABLATIONS.values())
+        elif key == "ablations":
+            ablations = [v.strip() for v in value.split("+") if v.strip()]
+            unknown = sorted(set(ablations) - set(ABLATIONS.values()))
+            if unknown:
+                raise ValueError(
+                    f"configs/mdmt/table1.py: unknown ablations {unknown}; "
+                    f"known: {list(ABLATIONS.values())}"
+                )
         else:
             raise ValueError(f"configs/mdmt/table1.py: unknown token {token!r} in {arg!r}")
     if seeds < 1:
@@ -112,8 +121,8 @@ def get_config(arg=None):
     for name in names:
         file, first = ("saf.py", []) if name == "saf" else ("baseline.py", [name])
         runs[label_of(name)] = load(file, first + scale + data_tokens)
-    if ablations:
-        for label, token in ABLATIONS.items():
+    for label, token in ABLATIONS.items():
+        if token in ablations:
             runs[label] = load("saf.py", [*scale, *data_tokens, token])
     if data == "aliccp":
         for label, cfg in runs.items():

@@ -214,6 +214,12 @@ def test_table1_config_and_cli_compare(tmp_path):
     assert not abl.runs["w/o all"].model_config.expert_gate and abl.seeds == (0, 1)
     assert abl.runs["MMoE"].data == "aliccp" and abl.runs["MMoE"].data_kwargs == {"path": "x/y"}
     assert abl.splits == ("test",)
+    some = load_config("configs/mdmt/table1.py:tiny,ml1m,models=saf,ablations=no_sl+no_fg")
+    assert list(some.runs) == ["SAF", "w/o SL", "w/o FG"]
+    assert {c.data for c in some.runs.values()} == {"movielens_1m"}
+    assert all(c.data_kwargs == {} for c in some.runs.values())  # tiny's sizes not kept
+    with pytest.raises(ValueError, match="unknown ablations"):
+        load_config("configs/mdmt/table1.py:ablations=no_sl+bogus")
     with pytest.raises(ValueError, match="not registered"):
         load_config("configs/mdmt/table1.py:models=mlp+nope")
     with pytest.raises(ValueError, match="unknown token"):
