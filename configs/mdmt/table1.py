@@ -21,6 +21,8 @@ Tokens (comma-separated, any order):
 - ``ml1m``: MovieLens-1M (M3oE protocol; no OOD split);
 - ``aliccp``: the Ali-CCP CSV sample (Scenario-Wise-Rec layout) from ``dir=<folder>``
   (default ``data/aliccp_sample``, relative to the working directory); no OOD split;
+- ``fulldata``: with ``tiny``, the synthetic benchmark at its default size (20k train, 5k val,
+  10k test, 10k OOD test rows) instead of tiny's 4k rows;
 - ``seeds=<n>``: seeds 0..n-1 (default 5);
 - ``models=a+b+c``: a subset of rows, by registry name or label (e.g. ``models=mmoe+SAF``);
 - ``ablations``: add SAF's ablations (paper Table 3): w/o SL, w/o FG, w/o EG, w/o SL+FG, w/o all;
@@ -73,6 +75,7 @@ def model_names() -> list[str]:
 def get_config(arg=None):
     tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
     scale, data, folder, seeds, subset, ablations = [], None, "data/aliccp_sample", 5, None, []
+    fulldata = False
     for token in tokens:
         key, _, value = token.partition("=")
         if token == "tiny":
@@ -85,6 +88,8 @@ def get_config(arg=None):
             seeds = int(value)
         elif key == "models":
             subset = [v.strip() for v in value.split("+") if v.strip()]
+        elif token == "fulldata":
+            fulldata = True
         elif token == "ablations":
             ablations = list(ABLATIONS.values())
         elif key == "ablations":
@@ -124,6 +129,11 @@ def get_config(arg=None):
     for label, token in ABLATIONS.items():
         if token in ablations:
             runs[label] = load("saf.py", [*scale, *data_tokens, token])
+    if fulldata:
+        if data is not None:
+            raise ValueError("configs/mdmt/table1.py: fulldata applies to the synthetic data only")
+        for label, cfg in runs.items():
+            runs[label] = dataclasses.replace(cfg, data_kwargs={})
     if data == "aliccp":
         for label, cfg in runs.items():
             runs[label] = dataclasses.replace(cfg, data="aliccp", data_kwargs={"path": folder})

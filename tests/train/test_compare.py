@@ -218,6 +218,8 @@ def test_table1_config_and_cli_compare(tmp_path):
     assert list(some.runs) == ["SAF", "w/o SL", "w/o FG"]
     assert {c.data for c in some.runs.values()} == {"movielens_1m"}
     assert all(c.data_kwargs == {} for c in some.runs.values())  # tiny's sizes not kept
+    big = load_config("configs/mdmt/table1.py:tiny,fulldata,models=mlp")
+    assert big.runs["MLP"].data_kwargs == {} and big.runs["MLP"].batch_size == 256
     with pytest.raises(ValueError, match="unknown ablations"):
         load_config("configs/mdmt/table1.py:ablations=no_sl+bogus")
     with pytest.raises(ValueError, match="not registered"):
