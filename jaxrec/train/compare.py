@@ -226,8 +226,8 @@ def run_all(cfg: CompareConfig, workdir: str | Path) -> dict[str, dict[int, dict
 
 
 def run(cfg: CompareConfig, workdir: str | Path) -> dict[str, Any]:
-    """Runs every (label, seed), writes ``table1_<split>.{md,csv}`` and ``summary.json`` in
-    ``workdir`` and returns the summary::
+    """Runs every (label, seed), writes ``table1_<split>.{md,csv}``, ``table1_overview.md`` (mean
+    AUC of every split side by side) and ``summary.json`` in ``workdir``; returns the summary::
 
         {"name", "seeds", "reference", "tables": {split: split_table(...)},
          "runs": {label: {"model", "seeds": {seed: {"workdir", "reused", "metrics"}}}}}
@@ -255,6 +255,9 @@ def run(cfg: CompareConfig, workdir: str | Path) -> dict[str, Any]:
         title = f"{cfg.name}: {split}"
         (workdir / f"table1_{split}.md").write_text(to_markdown(table, title))
         write_csv(table, workdir / f"table1_{split}.csv")
+    if summary["tables"]:
+        overview = overview_markdown(summary["tables"], f"{cfg.name}: mean AUC")
+        (workdir / "table1_overview.md").write_text(overview)
     for label, per_seed in results.items():
         summary["runs"][label] = {
             "model": cfg.runs[label].model,
@@ -444,6 +447,26 @@ def to_markdown(table: dict[str, Any], title: str = "") -> str:
             f"equal_var=False) t = {sig['welch_t']:.3f}, p = {_p(sig['welch_p'])}; two-sided."
             + (" (needs >= 2 seeds)" if sig["n"] < 2 else "")
         )
+    return "\n".join(lines) + "\n"
+
+
+def overview_markdown(tables: dict[str, dict[str, Any]], title: str = "") -> str:
+    """One row per model: mean AUC on every split side by side (e.g. in-distribution vs OOD)
+    and mean logloss on the first split; bold = best, underlined = second best per column."""
+    splits = list(tables)
+    first = tables[splits[0]]
+    cols = [(sp, "mean_auc", f"{sp} mean AUC") for sp in splits]
+    cols.append((splits[0], "mean_logloss", f"{splits[0]} mean logloss"))
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| model | " + " | ".join(c[2] for c in cols) + " |")
+    lines.append("|---" + "|---:" * len(cols) + "|")
+    for label in first["rows"]:
+        cells = [
+            _cell(tables[sp]["rows"][label][key], tables[sp]["rank"][key].get(label))
+            for sp, key, _ in cols
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"Cells: mean ± sample std (ddof=1) over {len(first['seeds'])} seed(s)."]
     return "\n".join(lines) + "\n"
 
 

@@ -63,6 +63,7 @@ def test_compare_writes_tables_then_reuses_runs_and_rejects_changed_configs(tmp_
     for split in ("test", "test_ood"):
         md = (tmp_path / f"table1_{split}.md").read_text()
         assert "| MLP |" in md and "| Shared Bottom |" in md and "ttest_rel" in md
+        assert f"{split} mean AUC" in (tmp_path / "table1_overview.md").read_text()
         with (tmp_path / f"table1_{split}.csv").open() as f:
             rows = list(csv.DictReader(f))
         assert [r["model"] for r in rows] == ["MLP", "Shared Bottom"]
@@ -170,6 +171,12 @@ def test_table_formatting_bold_underline_mean_std():
     sig = table["significance"]
     assert sig["reference"] == "C" and sig["other"] == "A" and sig["n"] == 2
     assert "C vs the best other model A" in md and "Welch" in md
+    # overview: mean AUC of each split side by side (here the same table twice) + first logloss
+    ov = compare.overview_markdown({"id": table, "ood": table})
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+            for ln in ov.splitlines() if "| " in ln}  # fmt: skip
+    assert rows["model"] == ["id mean AUC", "ood mean AUC", "id mean logloss"]
+    assert rows["A"] == ["**0.6600 ± 0.0141**", "**0.6600 ± 0.0141**", "0.5100 ± 0.0141"]
 
 
 def test_significance_matches_scipy_and_formulas():
