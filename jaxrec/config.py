@@ -24,7 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_config", "apply_overrides", "to_dict", "save_config", "from_dict", "parse_value"]
+__all__ = [
+    "load_config",
+    "apply_overrides",
+    "to_dict",
+    "save_config",
+    "config_payload",
+    "from_dict",
+    "parse_value",
+]
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> Any:
@@ -181,10 +189,14 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def config_payload(cfg: Any) -> dict[str, Any]:
+    """What ``save_config`` writes: ``{"type": "module.Class", "config": to_dict(cfg)}``."""
+    return {"type": f"{type(cfg).__module__}.{type(cfg).__qualname__}", "config": to_dict(cfg)}
+
+
 def save_config(cfg: Any, workdir: str | os.PathLike) -> Path:
     """Writes the resolved config as ``workdir/config.json`` and returns the path."""
     path = Path(workdir) / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"type": f"{type(cfg).__module__}.{type(cfg).__qualname__}", "config": to_dict(cfg)}
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(config_payload(cfg), indent=2, sort_keys=True) + "\n")
     return path

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import apply_overrides, save_config, to_dict
+from jaxrec.config import apply_overrides, config_payload, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.train import mdmt as tm
 
@@ -168,11 +168,7 @@ def _config_diff(saved: dict, requested: dict) -> list[str]:
 
 def _payload(cfg: tm.ExperimentConfig) -> dict:
     """The JSON form ``save_config`` writes (tuples as lists, after a JSON round trip)."""
-    return json.loads(
-        json.dumps(
-            {"type": f"{type(cfg).__module__}.{type(cfg).__qualname__}", "config": to_dict(cfg)}
-        )
-    )
+    return json.loads(json.dumps(config_payload(cfg)))
 
 
 def _check_saved(path: Path, cfg: tm.ExperimentConfig) -> None:
