@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from jaxrec.data.amazon_raw import is_raw_folder, load_amazon_raw
-from jaxrec.data.batching import BUCKETS, Batch, batches, bucket_length, pad_sequences
 from jaxrec.data.domain import (
     MAX_HISTORY,
+    NO_TARGET,
     Domain,
     Examples,
     from_interactions,
@@ -23,6 +23,7 @@ from jaxrec.data.domain import (
     k_core,
     subsample_users,
 )
+from jaxrec.data.errors import DataError
 from jaxrec.data.movielens import GENRE_DOMAINS, find_movielens, load_movielens
 from jaxrec.data.release import is_release, load_release
 from jaxrec.data.synthetic_seq import synthetic_domains
@@ -37,6 +38,11 @@ def load_domain(path: str | os.PathLike, **kwargs) -> Domain:
             (2014/2018/2023 Amazon; k-core filtered).
         **kwargs: passed to :func:`load_release` (``name``) or :func:`load_amazon_raw`
             (``name``, ``k``, ``require_meta``).
+
+    Raises:
+        FileNotFoundError: ``path`` or a file the format requires is missing.
+        DataError: a file's content is malformed or inconsistent (the message names the file
+            and the line or key); see each reader's docstring for what it accepts.
     """
     path = Path(path)
     if not path.exists():
@@ -45,7 +51,7 @@ def load_domain(path: str | os.PathLike, **kwargs) -> Domain:
         return load_release(path, **kwargs)
     if is_raw_folder(path):
         return load_amazon_raw(path, **kwargs)
-    raise ValueError(
+    raise DataError(
         f"{path}: not a release (folder with train.json or .tar.gz) nor a folder of raw Amazon "
         "dumps (a meta_* file plus a reviews file)"
     )
@@ -58,15 +64,13 @@ def __getattr__(name):
 
 
 __all__ = [
-    "BUCKETS",
     "subsample_users",
     "GENRE_DOMAINS",
+    "DataError",
     "MAX_HISTORY",
-    "Batch",
+    "NO_TARGET",
     "Domain",
     "Examples",
-    "batches",
-    "bucket_length",
     "find_movielens",
     "from_interactions",
     "from_sequences",
@@ -76,6 +80,5 @@ __all__ = [
     "load_domain",
     "load_movielens",
     "load_release",
-    "pad_sequences",
     "synthetic_domains",
 ]

@@ -8,7 +8,10 @@ user has a training sequence (oldest first), one validation item and one test it
 * validation: input = train sequence, target = val item;
 * test: input = train + val sequence, target = test item;
 
-inputs keep the last ``max_history`` (default 50) items. :func:`from_interactions` builds a domain
+inputs keep the last ``max_history`` (default 50) items. A user may lack a validation and/or test
+item (:data:`NO_TARGET` in ``val`` / ``test``; real releases hold a few such users): that user still
+trains and is left out of that split's examples (the test input then has no val item).
+:func:`from_interactions` builds a domain
 from raw ``(user, item, time)`` triples (k-core filter, chronological order, leave-one-out) and is
 shared by every raw reader.
 
@@ -23,7 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from jaxrec.data.errors import DataError
+
 MAX_HISTORY = 50
+NO_TARGET = -1  # in Domain.val / Domain.test: the user has no item for that split
 
 
 def _readonly(x: np.ndarray) -> np.ndarray:
@@ -66,8 +72,8 @@ class Domain:
         train_items: ``[T]`` int32 all training sequences concatenated (CSR values).
         train_offsets: ``[U + 1]`` int64; user ``u`` trains on
             ``train_items[train_offsets[u]:train_offsets[u + 1]]`` (oldest first).
-        val: ``[U]`` int32 validation item per user.
-        test: ``[U]`` int32 test item per user.
+        val: ``[U]`` int32 validation item per user (``NO_TARGET`` = -1: not evaluated on val).
+        test: ``[U]`` int32 test item per user (``NO_TARGET`` = -1: not evaluated on test).
         user_keys: ``[U]`` original user identifiers as strings.
     """
 
@@ -94,9 +100,13 @@ class Domain:
             raise ValueError(f"{where}: train_offsets must be [U + 1] ending at len(train_items)")
         if np.any(np.diff(self.train_offsets) < 0):
             raise ValueError(f"{where}: train_offsets must be non-decreasing")
-        for split, ids in (("train", self.train_items), ("val", self.val), ("test", self.test)):
-            if ids.size and (ids.min() < 0 or ids.max() >= n):
-                bad = ids[(ids < 0) | (ids >= n)][0]
+        for split, ids, lo in (
+            ("train", self.train_items, 0),
+            ("val", self.val, NO_TARGET),
+            ("test", self.test, NO_TARGET),
+        ):
+            if ids.size and (ids.min() < lo or ids.max() >= n):
+                bad = ids[(ids < lo) | (ids >= n)][0]
                 raise ValueError(f"{where}: {split} item id {bad} outside [0, {n})")
         for field in ("train_items", "train_offsets", "val", "test", "item_keys", "user_keys"):
             _readonly(getattr(self, field))
@@ -115,7 +125,8 @@ class Domain:
     @property
     def num_interactions(self) -> int:
         """Train + val + test items."""
-        return int(self.train_items.shape[0]) + 2 * self.num_users
+        n_eval = int(np.count_nonzero(self.val >= 0) + np.count_nonzero(self.test >= 0))
+        return int(self.train_items.shape[0]) + n_eval
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -161,25 +172,31 @@ class Domain:
         return Examples(users, hists, self.train_items[ends].astype(np.int32))
 
     def val_examples(self, max_history: int = MAX_HISTORY) -> Examples:
-        """Input = train sequence (last ``max_history``); target = val item."""
-        ends = self.train_offsets[1:]
-        starts = np.maximum(self.train_offsets[:-1], ends - max_history)
+        """Input = train sequence (last ``max_history``); target = val item (users with one)."""
+        users = np.flatnonzero(self.val >= 0)
+        ends = self.train_offsets[users + 1]
+        starts = np.maximum(self.train_offsets[users], ends - max_history)
         hists = tuple(self.train_items[a:b] for a, b in zip(starts.tolist(), ends.tolist()))
-        return Examples(np.arange(self.num_users, dtype=np.int32), hists, self.val.copy())
+        return Examples(users.astype(np.int32), hists, self.val[users].astype(np.int32))
 
     def test_examples(self, max_history: int = MAX_HISTORY) -> Examples:
-        """Input = train + val sequence (last ``max_history``); target = test item."""
-        users = np.arange(self.num_users)
-        flat = np.empty(self.train_items.size + self.num_users, np.int32)  # train + val, CSR
-        ends = self.train_offsets[1:] + users + 1
-        flat[ends - 1] = self.val
+        """Input = train + val sequence (last ``max_history``; no val item for a user without
+        one); target = test item (users that have one)."""
+        has_val = self.val >= 0
+        lengths = self.train_lengths + has_val
+        ends_all = np.cumsum(lengths)  # CSR of train + val over every user
+        flat = np.empty(int(ends_all[-1]), np.int32)
+        val_pos = ends_all[has_val] - 1
+        flat[val_pos] = self.val[has_val]
         is_train = np.ones(flat.size, bool)
-        is_train[ends - 1] = False
+        is_train[val_pos] = False
         flat[is_train] = self.train_items
         _readonly(flat)
-        starts = np.maximum(self.train_offsets[:-1] + users, ends - max_history)
+        users = np.flatnonzero(self.test >= 0)
+        ends = ends_all[users]
+        starts = np.maximum(ends - lengths[users], ends - max_history)
         hists = tuple(flat[a:b] for a, b in zip(starts.tolist(), ends.tolist()))
-        return Examples(users.astype(np.int32), hists, self.test.copy())
+        return Examples(users.astype(np.int32), hists, self.test[users].astype(np.int32))
 
     def split(self, name: str, max_history: int = MAX_HISTORY) -> Examples:
         """``"finetune"``, ``"val"`` or ``"test"`` examples."""
@@ -238,8 +255,9 @@ def subsample_users(domain: Domain, num_users: int, seed: int = 0) -> Domain:
     users = np.sort(rng.choice(domain.num_users, num_users, replace=False))
     starts, ends = domain.train_offsets[users], domain.train_offsets[users + 1]
     seqs = [domain.train_items[a:b] for a, b in zip(starts, ends)]
-    used = np.unique(np.concatenate([*seqs, domain.val[users], domain.test[users]]))
-    new_id = np.full(domain.num_items, -1, np.int64)
+    val, test = domain.val[users], domain.test[users]
+    used = np.unique(np.concatenate([*seqs, val[val >= 0], test[test >= 0]]))
+    new_id = np.full(domain.num_items + 1, NO_TARGET, np.int64)  # new_id[-1] = NO_TARGET
     new_id[used] = np.arange(used.size)
     lengths = np.array([len(s) for s in seqs], np.int64)
     return Domain(
@@ -248,8 +266,8 @@ def subsample_users(domain: Domain, num_users: int, seed: int = 0) -> Domain:
         item_attrs={a: v[used] for a, v in domain.item_attrs.items()},
         train_items=new_id[np.concatenate(seqs)].astype(np.int32),
         train_offsets=np.concatenate([[0], np.cumsum(lengths)]),
-        val=new_id[domain.val[users]].astype(np.int32),
-        test=new_id[domain.test[users]].astype(np.int32),
+        val=new_id[val].astype(np.int32),
+        test=new_id[test].astype(np.int32),
         user_keys=domain.user_keys[users],
     )
 
@@ -307,7 +325,7 @@ def from_interactions(
         require_text: drop items without an ``item_text`` record before filtering.
 
     Raises:
-        ValueError: when no user survives filtering.
+        DataError: when no user survives filtering.
     """
     u_codes, u_names = _codes(user_keys)
     i_codes, i_names = _codes(item_keys)
@@ -330,7 +348,7 @@ def from_interactions(
     idx = idx[k_core(u_codes[idx], i_codes[idx], k)] if idx.size else idx
     idx = idx[k_core(u_codes[idx], np.zeros_like(idx), 3)] if idx.size else idx
     if idx.size == 0:
-        raise ValueError(
+        raise DataError(
             f"domain {name!r} is empty after filtering ({n_raw} interactions read, "
             f"k-core={k}, de-duplicated, users need >= 3 interactions)"
         )
