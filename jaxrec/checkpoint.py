@@ -21,8 +21,11 @@ References: orbax-checkpoint (google/orbax) CheckpointManager.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import safetensors.numpy
+from safetensors import SafetensorError
 
 from jaxrec.pytree import describe_mismatch, named_leaves
 
-__all__ = ["Checkpointer", "CheckpointError", "save_params", "load_params"]
+__all__ = ["Checkpointer", "CheckpointError", "save_params", "load_params", "write_text_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +194,70 @@ class Checkpointer:
         self.close()
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and an atomic
+    rename: a crash leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; on a clean exit it atomically becomes ``path``.
+
+    Write the whole file to the yielded path (any writer that takes a file name); when the block
+    ends without an exception the file is flushed to disk and renamed over ``path``
+    (``os.replace``: same folder, so readers see the old file or the new one, never a partial
+    one, even if the process is killed mid-write). On an exception the temporary file is removed
+    and ``path`` is untouched. The parent folder is created if needed; the temporary name is unique
+    (``.<name>.<pid>.<random>.tmp``), so concurrent writers do not collide.
+
+    Example::
+
+        with atomic_path(workdir / "results.csv") as tmp:
+            frame.to_csv(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Writes ``data`` (text as UTF-8, or bytes) to ``path`` atomically (see :func:`atomic_path`);
+    use it for every results file (``metrics.json``, ``results.csv``, tables)."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+    return Path(path)
+
+
 def save_params(path: str | os.PathLike, params: Any) -> Path:
     """Writes a params-only pytree (a fine-tuned model, a merge input) as one safetensors file.
 
     Leaves are named by their key paths (``encoder/layers/0/attention/query/kernel``); the file is
-    readable without jaxrec (``safetensors.numpy.load_file``).
+    readable without jaxrec (``safetensors.numpy.load_file``). The write is atomic
+    (:func:`atomic_path`): a crash never leaves a partial file under ``path`` and never destroys
+    the previous file there.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: np.ascontiguousarray(np.asarray(v)) for k, v in _to_storable(params).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    safetensors.numpy.save_file(flat, str(tmp))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file under `path`
+    with atomic_path(path) as tmp:
+        safetensors.numpy.save_file(flat, str(tmp))
     return path
 
 
@@ -210,11 +266,23 @@ def load_params(path: str | os.PathLike, target: Any = None) -> Any:
 
     With ``target`` the result has its structure (mismatches raise :class:`CheckpointError` listing
     the missing, unexpected and mis-shaped leaves); without it, a flat ``{"a/b/c": array}`` dict.
+
+    Raises:
+        CheckpointError: no file at ``path``, or a file that is not a readable safetensors file
+            (truncated, corrupted, not safetensors), or one that does not match ``target``; the
+            message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no params file at {path}")
-    flat = {k: jnp.asarray(v) for k, v in safetensors.numpy.load_file(str(path)).items()}
+    try:
+        raw = safetensors.numpy.load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError, OverflowError, MemoryError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable params file, truncated or corrupted? "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    flat = {k: jnp.asarray(v) for k, v in raw.items()}
     if target is None:
         return flat
     return _from_storable(flat, target, str(path))
