@@ -2,31 +2,139 @@
 
 jaxrec demo [--workdir W]                       the main job on the built-in default data
 jaxrec merge --method M --base B --finetuned F1 F2 ... --out O [--set k=v]
-jaxrec mdmt train --config FILE[:arg] --workdir W [--set k=v ...]
-jaxrec mergerec run --config FILE[:arg] --workdir W [--set k=v ...]
+jaxrec mdmt train --config FILE[:tokens] --workdir W [--set k=v ...] [--check]
+jaxrec mdmt compare --config FILE[:tokens] --workdir W [--set k=v ...] [--check]
+jaxrec mergerec run --config FILE[:tokens] --workdir W [--set k=v ...] [--check]
+jaxrec configs [FILE]                           config files, their tokens and what each does
+
+Config-driven commands validate everything before writing to the workdir: the config's tokens,
+its kind (a compare config is refused by ``mdmt train``), the ``--set`` overrides (applied all at
+once, so their order does not matter; a field that does not apply to the chosen data is an
+error), method names and data paths. ``--check`` stops there and prints the resolved config.
+
+Examples:
+  jaxrec mdmt train --config configs/mdmt/saf.py:tiny --workdir runs/saf --set learning_rate=1e-3
+  jaxrec mergerec run --config configs/mergerec/main.py:tiny --workdir runs/mr --set learn.steps=5
+  jaxrec mdmt train --config configs/mdmt/baseline.py:mmoe --workdir runs/mmoe \\
+      --set data=aliccp --set data_kwargs.path=data/aliccp_sample
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 
+def _workdir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--workdir must not be empty")
+    return Path(text)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="config file FILE.py[:arg] with get_config(arg)")
-    p.add_argument("--workdir", required=True, type=Path, help="outputs, checkpoints, resume state")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="config file FILE.py[:tokens] (tokens: `jaxrec configs FILE.py`)",
+    )
+    p.add_argument(
+        "--workdir", required=True, type=_workdir, help="outputs, checkpoints, resume state"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.lr=1e-3 (repeatable)",
+        help="override a config field, typed by the field, e.g. --set learning_rate=1e-3 (mdmt), "
+        "--set learn.steps=50 (mergerec), --set data_kwargs.path=DIR or "
+        '--set \'data_kwargs={"path": "DIR"}\' (dict fields); repeatable, order-independent',
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config, overrides and data paths, print the config and exit",
+    )
+
+
+def _config_classes() -> dict[tuple[str, str], type]:
+    from jaxrec.mergerec.pipeline import MergeRecConfig
+    from jaxrec.train.compare import CompareConfig
+    from jaxrec.train.mdmt import ExperimentConfig
+
+    return {
+        ("mdmt", "train"): ExperimentConfig,
+        ("mdmt", "compare"): CompareConfig,
+        ("mergerec", "run"): MergeRecConfig,
+    }
+
+
+def load_checked(
+    command: str, action: str, spec: str, overrides: list[str], *, check_paths: bool = True
+):
+    """Loads the config of ``jaxrec COMMAND ACTION --config SPEC --set ...`` and validates it
+    (kind, overrides, and with ``check_paths`` the data and checkpoint paths) without writing."""
+    from jaxrec import config
+
+    cfg = config.load_config(spec, overrides)
+    classes = _config_classes()
+    try:
+        config.check_kind(
+            cfg, classes[(command, action)], spec=spec, command=f"jaxrec {command} {action}"
+        )
+    except ValueError as e:
+        right = [" ".join(k) for k, c in classes.items() if isinstance(cfg, c)]
+        raise ValueError(f"{e} (run it with jaxrec {right[0]})" if right else str(e)) from None
+    if type(cfg).__name__ == "CompareConfig":  # run_overrides are applied to every run later
+        for label, run in cfg.runs.items():
+            try:
+                config.apply_overrides(run, cfg.run_overrides)
+            except ValueError as e:
+                raise ValueError(f"run_overrides on run {label!r}: {e}") from None
+    if check_paths:
+        missing = [f"{field}={path}" for field, path in _paths_of(cfg) if not Path(path).exists()]
+        if missing:
+            raise FileNotFoundError(f"{spec}: paths not found: {', '.join(missing)}")
+    return cfg
+
+
+def _paths_of(cfg) -> list[tuple[str, str]]:
+    """(field, path) of every file or folder ``cfg`` reads."""
+    name = type(cfg).__name__
+    if name == "ExperimentConfig":
+        path = cfg.data_kwargs.get("path")
+        return [("data_kwargs.path", str(path))] if path is not None else []
+    if name == "CompareConfig":
+        return [(f"runs[{k!r}].{f}", p) for k, r in cfg.runs.items() for f, p in _paths_of(r)]
+    if name == "MergeRecConfig":
+        out = [("data.paths", p) for p in cfg.data.paths] if cfg.data.source == "files" else []
+        if cfg.backbone.path != "minilm":
+            out.append(("backbone.path", cfg.backbone.path))
+        return out
+    return []
+
+
+class CommandError(Exception):
+    """A bad command line or config, found before any work: printed as one line, exit code 2."""
+
+
+def _prepare(args):
+    try:
+        cfg = load_checked(args.command, args.action, args.config, args.overrides)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise CommandError(str(e)) from e
+    if args.check:
+        from jaxrec import config
+
+        print(json.dumps(config.config_payload(cfg), indent=2, sort_keys=True))
+        print(f"config OK: {args.config} ({type(cfg).__name__}); nothing written")
+        return None
+    return cfg
 
 
 def _cmd_demo(args) -> int:
@@ -57,9 +165,9 @@ def _cmd_merge(args) -> int:
 
 
 def _cmd_mdmt(args) -> int:
-    from jaxrec import config
-
-    cfg = config.load_config(args.config, args.overrides)
+    cfg = _prepare(args)
+    if cfg is None:
+        return 0
     if args.action == "train":
         trainer = importlib.import_module("jaxrec.train.mdmt")
         trainer.run(cfg, args.workdir)
@@ -70,11 +178,44 @@ def _cmd_mdmt(args) -> int:
 
 
 def _cmd_mergerec(args) -> int:
-    from jaxrec import config
-
-    cfg = config.load_config(args.config, args.overrides)
+    cfg = _prepare(args)
+    if cfg is None:
+        return 0
     pipeline = importlib.import_module("jaxrec.mergerec.pipeline")
     pipeline.run(cfg, args.workdir)
+    return 0
+
+
+def config_dir() -> Path:
+    """``configs/`` of the working directory, else the one next to the installed package."""
+    here = Path("configs")
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
+def describe_config(path: Path, *, full: bool) -> str:
+    """A config file's summary (first docstring line, or all of it) and its token table."""
+    from jaxrec import config
+
+    module = config.load_module(path)
+    doc = (module.__doc__ or "").strip()
+    lines = [str(path), "  " + (doc if full else doc.split("\n\n")[0]).replace("\n", "\n  ")]
+    tokens = getattr(module, "TOKENS", None)
+    if tokens:
+        lines += ["  tokens (comma-separated after ':'):", config.describe_tokens(tokens)]
+    return "\n".join(lines)
+
+
+def _cmd_configs(args) -> int:
+    if args.file is not None:
+        if not args.file.is_file():
+            raise CommandError(f"config file not found: {args.file}")
+        print(describe_config(args.file, full=True))
+        return 0
+    root = config_dir()
+    files = sorted(p for p in root.rglob("*.py") if not p.name.startswith("_"))
+    if not files:
+        raise CommandError(f"no config files under {root}")
+    print("\n\n".join(describe_config(f, full=False) for f in files))
     return 0
 
 
@@ -83,7 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"jaxrec {_version()}")
+    # -v is accepted after the subcommand too (its default is set by the top-level parser only)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
+    sub = _Subparsers(parser.add_subparsers(dest="command", required=True), verbose)
 
     p = sub.add_parser("demo", help="run the main job on the built-in default data")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
@@ -106,18 +253,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("mdmt", help="multi-domain multi-task CTR/CVR models (SAF and baselines)")
-    mdmt_sub = p.add_subparsers(dest="action", required=True)
+    mdmt_sub = _Subparsers(p.add_subparsers(dest="action", required=True), verbose)
     for action, text in (("train", "train one model"), ("compare", "all models x seeds table")):
         q = mdmt_sub.add_parser(action, help=text)
         _add_config_args(q)
         q.set_defaults(func=_cmd_mdmt)
 
     p = sub.add_parser("mergerec", help="MergeRec experiments (fine-tune, merge, learn, evaluate)")
-    mr_sub = p.add_subparsers(dest="action", required=True)
+    mr_sub = _Subparsers(p.add_subparsers(dest="action", required=True), verbose)
     q = mr_sub.add_parser("run", help="run a whole experiment, reusing finished stages")
     _add_config_args(q)
     q.set_defaults(func=_cmd_mergerec)
+
+    p = sub.add_parser("configs", help="list config files, their tokens and what each does")
+    p.add_argument("file", nargs="?", type=Path, help="one config file (default: all)")
+    p.set_defaults(func=_cmd_configs)
     return parser
+
+
+class _Subparsers:
+    """``add_parser`` with the shared ``-v`` parent on every subcommand."""
+
+    def __init__(self, action, parent: argparse.ArgumentParser):
+        self.action, self.parent = action, parent
+
+    def add_parser(self, name: str, **kw) -> argparse.ArgumentParser:
+        kw["parents"] = [*kw.get("parents", ()), self.parent]
+        return self.action.add_parser(name, **kw)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("jaxrec")
+    except Exception:  # not installed (a source checkout on sys.path)
+        from jaxrec import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # orbax (absl) and jax backend discovery are chatty at INFO
         for name in ("absl", "jax._src.xla_bridge", "orbax"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as e:
+        if args.verbose:
+            raise
+        print(f"jaxrec: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,13 +1,32 @@
-"""Configs: frozen dataclasses, Python config files and typed command-line overrides.
+"""Configs: frozen dataclasses, Python config files, their tokens and typed overrides.
 
-A config file is a Python file with ``get_config(arg: str | None)`` returning a (frozen) dataclass;
-variants such as ``:tiny`` are code in that function. Overrides ``a.b=v`` are parsed by the type of
-the dataclass field they set, so ``--set train.lr=1e-3`` gives a float and
-``--set model.dims=64,32`` a tuple of ints.
+A config file is a Python file with ``get_config(arg: str | None)`` returning a (frozen)
+dataclass and a module-level ``TOKENS`` dict declaring the comma-separated tokens ``arg`` may hold,
+each with a one-line help; ``get_config`` reads them with :func:`parse_arg` (as big_vision's)::
+
+    TOKENS = {
+        "tiny": Token(False, "CI-sized run"),
+        "dir": Token("data/amazon", "folder of the release archives"),
+        "users": Token(0, "evaluate n users per domain (0 = all)"),
+    }
+
+    def get_config(arg=None):
+        a = parse_arg(arg, TOKENS, where=__file__)   # "tiny,dir=/x,users=2000"
+        ...                                          # -> a.tiny, a.dir, a.users (typed)
+
+An unknown, repeated or badly typed token is a ``ValueError`` that lists the valid tokens and what
+each does; ``jaxrec configs FILE`` prints the same table.
+
+Overrides ``a.b=v`` (``--set``) are parsed by the type of the dataclass field they set, so
+``--set learning_rate=1e-3`` gives a float, ``--set model_config.bottom_dims=64,32`` a tuple of
+ints, ``--set data_kwargs.path=/x`` one key of a dict field and ``--set 'data_kwargs={"path":
+"/x"}'`` the whole dict (JSON or a Python literal). All overrides are applied at once, each
+(nested) config rebuilt once, so their order never matters and each ``__post_init__`` validates the
+final values only.
 
 Example::
 
-    cfg = load_config("configs/mdmt/saf.py:tiny", overrides=["train.steps=10"])
+    cfg = load_config("configs/mdmt/saf.py:tiny", overrides=["epochs=1"])
     save_config(cfg, workdir)          # writes workdir/config.json
 """
 
@@ -20,67 +39,351 @@ import json
 import os
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "Token",
+    "parse_arg",
+    "describe_tokens",
+    "load_module",
     "load_config",
+    "check_kind",
     "apply_overrides",
     "to_dict",
     "save_config",
     "config_payload",
     "from_dict",
     "parse_value",
+    "check_choice",
+    "accepted_kwargs",
+    "UnknownNameError",
 ]
+
+_MISSING = object()
+
+
+class UnknownNameError(ValueError, KeyError):
+    """A bad name in a config (a key, a token, a registry name): a ``ValueError`` that older
+    ``except KeyError`` handlers still catch; prints its message without ``KeyError``'s quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def accepted_kwargs(fn: Callable[..., Any]) -> set[str] | None:
+    """The keyword arguments ``fn`` accepts, or None if it takes any.
+
+    ``fn(cfg: SomeConfig | None = None, **overrides)`` (a config plus field overrides) accepts
+    ``cfg`` and the fields of ``SomeConfig``.
+    """
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        return names
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: cannot tell
+        return None
+    for name in names:
+        for tp in (hints.get(name), *typing.get_args(hints.get(name))):
+            if dataclasses.is_dataclass(tp):
+                return names | {f.name for f in dataclasses.fields(tp)}
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    """One token of a config file's ``arg``.
+
+    Attributes:
+      default: the value when the token is absent; its type types ``name=value`` (a ``bool``
+        default makes a flag: ``name`` alone sets True; a tuple default takes ``a+b+c``).
+      help: one line saying what the token does.
+      type: the value type when ``default`` does not say it (e.g. ``tuple[int, ...]``, or a
+        default of None).
+      choices: allowed values (of each item for a tuple), or a callable returning them.
+      bare: the value of the token written without ``=value`` (flags: True).
+      positional: the token may be written as a bare value in first position
+        (``baseline.py:mmoe`` = ``baseline.py:model=mmoe``).
+    """
+
+    default: Any
+    help: str
+    type: Any = None
+    choices: Iterable[Any] | Callable[[], Iterable[Any]] | None = None
+    bare: Any = _MISSING
+    positional: bool = False
+
+    def value_type(self) -> Any:
+        if self.type is not None:
+            return self.type
+        if isinstance(self.default, bool):
+            return bool
+        if isinstance(self.default, tuple):
+            return tuple[type(self.default[0]) if self.default else str, ...]
+        if self.default is None:
+            return str | None
+        return type(self.default)
+
+    def allowed(self) -> tuple[Any, ...] | None:
+        if self.choices is None:
+            return None
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+    def takes_bare(self) -> bool:
+        return self.bare is not _MISSING or self.value_type() is bool
+
+
+class TokenArgs(types.SimpleNamespace):
+    """The parsed tokens: one attribute per token; ``given`` holds the names written in ``arg``."""
+
+    given: frozenset[str]
+
+
+def _as_token(name: str, spec: Any) -> Token:
+    if isinstance(spec, Token):
+        return spec
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str):
+        return Token(spec[0], spec[1])
+    raise TypeError(f"token {name!r}: declare it as Token(default, help) or (default, help)")
+
+
+def describe_tokens(tokens: Mapping[str, Any]) -> str:
+    """One line per token: ``name[=TYPE]  help (default: ...; one of ...)``."""
+    lines = []
+    for name, spec in tokens.items():
+        tok = _as_token(name, spec)
+        tp = tok.value_type()
+        if tp is bool:
+            head = name
+        else:
+            kind = "a+b+.." if typing.get_origin(tp) is tuple else _type_name(tp)
+            head = f"{name}=<{kind}>" + (f" (or {name})" if tok.takes_bare() else "")
+            if tok.positional:
+                head += f" (or <{name}> first)"
+        notes = []
+        if tp is not bool and tok.default not in (None, (), ""):
+            notes.append(f"default {_show(tok.default)}")
+        allowed = tok.allowed()
+        if allowed is not None:
+            notes.append(f"one of {', '.join(map(str, allowed))}")
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"  {head:<28} {tok.help}{extra}")
+    return "\n".join(lines)
+
+
+def _type_name(tp: Any) -> str:
+    if tp in (int, float, str, bool):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def _parse_token_value(name: str, tok: Token, raw: str) -> Any:
+    tp = tok.value_type()
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        items = [s.strip() for s in raw.split("+") if s.strip()]
+        elem = args[0] if args else str
+        value = tuple(parse_value(s, elem) for s in items)
+        check = value
+    else:
+        value = parse_value(raw, tp)
+        check = (value,)
+    allowed = tok.allowed()
+    if allowed is not None:
+        bad = [v for v in check if v not in allowed]
+        if bad:
+            raise ValueError(f"unknown {name} {bad}; known: {list(allowed)}")
+    return value
+
+
+def parse_arg(
+    arg: str | None, tokens: Mapping[str, Any] | None = None, /, *, where: str = "config", **kw
+) -> TokenArgs:
+    """Parses a config file's ``arg`` (``"tiny,dir=/x,users=2000"``) into typed token values.
+
+    Args:
+      arg: comma-separated tokens ``name`` (flags, or tokens with a ``bare`` value) and
+        ``name=value``; None or "" = all defaults.
+      tokens: ``{name: Token(default, help, ...)}`` (or ``(default, help)`` pairs).
+      where: the config file, named in errors.
+      **kw: more tokens as ``name=default`` (big_vision style, no help).
+
+    Returns:
+      A namespace with one typed attribute per token and ``given``, the names written in ``arg``.
+
+    Raises:
+      ValueError: an unknown or repeated token, a bad value, a flag given a value; the message
+        lists every valid token and what it does.
+    """
+    spec = {
+        n: _as_token(n, t)
+        for n, t in {**(tokens or {}), **{k: (v, "") for k, v in kw.items()}}.items()
+    }
+    where = Path(where).name if where.endswith(".py") else where
+    values = {n: t.default for n, t in spec.items()}
+    given: list[str] = []
+
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"{where}: {msg}; valid tokens:\n{describe_tokens(spec)}")
+
+    items = [t.strip() for t in (arg or "").split(",") if t.strip()]
+    positional = [n for n, t in spec.items() if t.positional]
+    for i, item in enumerate(items):
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep and i == 0 and positional:
+            allowed = spec[positional[0]].allowed()
+            if name not in spec or (allowed is not None and name in allowed):
+                name, raw, sep = positional[0], item, "="
+        if name not in spec:
+            raise fail(f"unknown token {item!r} in {arg!r}")
+        if name in given:
+            raise fail(f"token {name!r} given twice in {arg!r}")
+        tok = spec[name]
+        if not sep:
+            if not tok.takes_bare():
+                raise fail(f"token {name!r} needs a value ({name}=...)")
+            value = True if tok.bare is _MISSING else tok.bare
+        else:
+            try:
+                value = _parse_token_value(name, tok, raw.strip())
+            except (ValueError, TypeError) as e:
+                raise fail(f"bad value for token {name!r}: {e}") from None
+        values[name] = value
+        given.append(name)
+    out = TokenArgs(**values)
+    out.given = frozenset(given)
+    return out
+
+
+def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raises :class:`UnknownNameError` (a ``ValueError``) naming ``field`` and the valid choices
+    unless ``value`` is one of them."""
+    choices = list(choices)
+    if value not in choices:
+        raise UnknownNameError(f"{field}={value!r} is not valid; choose one of {choices}")
+
+
+_MODULES: dict[tuple[str, int], types.ModuleType] = {}
+
+
+def load_module(path: str | os.PathLike) -> types.ModuleType:
+    """Executes the Python file ``path`` once (cached by path and modification time)."""
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    key = (str(file), file.stat().st_mtime_ns)
+    if key not in _MODULES:
+        module_spec = importlib.util.spec_from_file_location(f"_jaxrec_config_{file.stem}", file)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        _MODULES[key] = module
+    return _MODULES[key]
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> Any:
     """Loads ``path.py[:arg]`` by calling its ``get_config(arg)``, then applies ``overrides``."""
     path, _, arg = spec.partition(":")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    module_spec = importlib.util.spec_from_file_location(f"_jaxrec_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
-        raise AttributeError(f"{path} defines no get_config(arg)")
+        raise ValueError(f"{path} defines no get_config(arg)")
     cfg = module.get_config(arg or None)
     if not dataclasses.is_dataclass(cfg):
         raise TypeError(f"{path}:get_config returned {type(cfg).__name__}, expected a dataclass")
     return apply_overrides(cfg, overrides)
 
 
+def check_kind(cfg: Any, expected: type | tuple[type, ...], *, spec: str, command: str) -> None:
+    """Raises ``ValueError`` unless ``cfg`` (from config ``spec``) is an ``expected`` config."""
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    if not isinstance(cfg, expected):
+        names = " or ".join(e.__name__ for e in expected)
+        raise ValueError(
+            f"{command} expects a config of class {names}, but {spec} gives a {type(cfg).__name__}"
+        )
+
+
 def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
-    """Returns ``cfg`` with each ``"a.b.c=value"`` applied, typed by the dataclass field."""
+    """Returns ``cfg`` with every ``"a.b.c=value"`` applied at once, typed by the dataclass field.
+
+    The overrides are gathered into a tree first and each (nested) dataclass is rebuilt once, so
+    the order of ``overrides`` does not matter and ``__post_init__`` checks see the final values.
+    A key set twice (or a field set both whole and by a sub-key) is an error.
+    """
+    tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        cfg = _set_path(cfg, key.strip().split("."), raw.strip(), key.strip())
-    return cfg
+        node = tree
+        parts = key.split(".")
+        for j, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {key!r} conflicts with {'.'.join(parts[: j + 1])!r}")
+            node = child
+        if parts[-1] in node:
+            raise ValueError(f"override {key!r} is given twice (or also by a sub-key)")
+        node[parts[-1]] = _Raw(raw.strip(), key)
+    return _apply_tree(cfg, tree, "")
 
 
-def _set_path(obj: Any, parts: list[str], raw: str, full_key: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _Raw:
+    text: str
+    key: str
+
+
+def _apply_tree(obj: Any, tree: dict[str, Any], prefix: str) -> Any:
+    if not tree:
+        return obj
     if not dataclasses.is_dataclass(obj):
-        raise KeyError(f"cannot set {full_key!r}: {type(obj).__name__} is not a config")
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    head = parts[0]
-    if head not in names:
-        raise KeyError(
-            f"unknown config key {full_key!r}: {type(obj).__name__} has fields {sorted(names)}"
-        )
+        raise ValueError(f"cannot set {prefix}.{next(iter(tree))}: {prefix} is not a config")
+    names = {f.name for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
-    current = getattr(obj, head)
-    if len(parts) == 1:
-        try:
-            value = parse_value(raw, hints[head])
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"bad value for {full_key!r}: {e}") from None
-    else:
-        value = _set_path(current, parts[1:], raw, full_key)
-    return dataclasses.replace(obj, **{head: value})
+    changes = {}
+    for head, sub in tree.items():
+        full = f"{prefix}.{head}" if prefix else head
+        if head not in names:
+            raise UnknownNameError(
+                f"unknown config key {full!r}: {type(obj).__name__} has fields {sorted(names)}"
+            )
+        current = getattr(obj, head)
+        if isinstance(sub, _Raw):
+            try:
+                changes[head] = parse_value(sub.text, hints[head])
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"bad value for {full!r}: {e}") from None
+        elif isinstance(current, Mapping):
+            changes[head] = _apply_dict(current, sub, full)
+        else:
+            changes[head] = _apply_tree(current, sub, full)
+    return dataclasses.replace(obj, **changes)
+
+
+def _apply_dict(current: Mapping[str, Any], tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out = dict(current)
+    for k, sub in tree.items():
+        if isinstance(sub, _Raw):
+            out[k] = _literal(sub.text)
+        elif isinstance(out.get(k), Mapping):
+            out[k] = _apply_dict(out[k], sub, f"{prefix}.{k}")
+        else:
+            raise ValueError(f"cannot set {prefix}.{k}.*: {prefix}[{k!r}] is not a dict")
+    return out
 
 
 def parse_value(raw: str, tp: Any) -> Any:
@@ -107,6 +410,11 @@ def parse_value(raw: str, tp: Any) -> Any:
             if str(option) == raw:
                 return option
         raise ValueError(f"{raw!r} is not one of {list(args)}")
+    if origin in (dict, Mapping) or tp is dict:
+        value = _dict_literal(raw)
+        if not isinstance(value, dict):
+            raise ValueError(f"{raw!r} is not a dict (JSON or a Python literal like {{'k': 1}})")
+        return value
     if origin in (tuple, list, Sequence) or tp in (tuple, list):
         text = raw.strip()
         if text.startswith(("(", "[")):
@@ -148,6 +456,17 @@ def parse_value(raw: str, tp: Any) -> Any:
     raise TypeError(f"cannot parse a value of type {tp} from the command line")
 
 
+def _dict_literal(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"{raw!r} is not JSON or a Python literal") from e
+
+
 def _literal(raw: str) -> Any:
     try:
         return ast.literal_eval(raw)
@@ -185,7 +504,7 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         kwargs[f.name] = value
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise KeyError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+        raise UnknownNameError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
     return cls(**kwargs)
 
 

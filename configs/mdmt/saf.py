@@ -1,21 +1,13 @@
-"""SAF experiment configs: ``configs/mdmt/saf.py[:tokens]``.
-
-``tokens`` is a comma-separated list applied in order:
-
-- ``tiny``: small synthetic data and model, a CI-sized run (seconds on 2 CPU cores);
-- ``ml1m``: MovieLens-1M MDMT (M3oE protocol) instead of the synthetic benchmark;
-- ablations (paper Table 3): ``no_sl`` (no stable learning), ``no_fg`` (no domain scaling gate),
-  ``no_eg`` (no expert gating: uniform average), ``no_sl_fg``, ``no_all``;
-- sensitivity (paper Fig. 4): ``nx=<int>`` (RFF per dimension), ``alpha=<float>`` (memory
-  momentum), ``k=<int>`` (experts); ``industrial`` = alpha 0.9;
-- ``adatask``: AdaTask per-task moments on embeddings + bottom; ``seed=<int>``.
+"""SAF experiment configs: ``configs/mdmt/saf.py[:tokens]`` (``jaxrec configs`` lists the tokens).
 
 Default (no tokens): the paper's Ali-CCP settings (n_x = 3, alpha = 0.8, K = 5, embedding dim 16,
-Adam 1e-3, batch 2048) on the synthetic benchmark.
+Adam 1e-3, batch 2048) on the synthetic benchmark. Ablations are paper Table 3, ``nx``/``alpha``/
+``k`` the sensitivity study of paper Fig. 4. Tokens are order-independent.
 """
 
 import dataclasses
 
+from jaxrec.config import Token, parse_arg
 from jaxrec.models.mdmt.saf import SAFConfig
 from jaxrec.stable import StableConfig
 from jaxrec.train.mdmt import ExperimentConfig
@@ -23,61 +15,65 @@ from jaxrec.train.mdmt import ExperimentConfig
 TINY_DATA = dict(
     num_train=4096, num_val=1024, num_test=2048, num_test_ood=2048, num_users=200, num_items=300
 )
-ABLATIONS = {
-    "no_sl": dict(sl=False),
-    "no_fg": dict(fg=False),
-    "no_eg": dict(eg=False),
-    "no_sl_fg": dict(sl=False, fg=False),
-    "no_all": dict(sl=False, fg=False, eg=False),
+ABLATIONS = {  # token -> the parts it removes (sl: stable learning, fg/eg: domain/expert gate)
+    "no_sl": ("sl",),
+    "no_fg": ("fg",),
+    "no_eg": ("eg",),
+    "no_sl_fg": ("sl", "fg"),
+    "no_all": ("sl", "fg", "eg"),
+}
+TOKENS = {
+    "tiny": Token(False, "CI-sized synthetic data, model and training (seconds on 2 CPU cores)"),
+    "ml1m": Token(False, "MovieLens-1M MDMT (M3oE protocol) instead of the synthetic benchmark"),
+    "no_sl": Token(False, "ablation: no stable learning (sample weights)"),
+    "no_fg": Token(False, "ablation: no domain scaling gate"),
+    "no_eg": Token(False, "ablation: no expert gating (uniform average of experts)"),
+    "no_sl_fg": Token(False, "ablation: no stable learning and no domain scaling gate"),
+    "no_all": Token(False, "ablation: no stable learning, no domain gate, no expert gate"),
+    "nx": Token(3, "random Fourier features per dimension (n_x)"),
+    "alpha": Token(0.8, "memory momentum of the global sample weights"),
+    "industrial": Token(False, "alpha = 0.9 (the paper's industrial setting)"),
+    "k": Token(5, "number of experts"),
+    "adatask": Token(False, "AdaTask per-task Adam moments on embeddings + bottom"),
+    "seed": Token(0, "model init, sample-weight learning and data shuffling seed"),
 }
 
 
+def tiny_training() -> dict:
+    """The ExperimentConfig fields ``tiny`` sets besides the model and stable learning: the
+    CI-sized data and training every ``tiny`` row of every MDMT config shares."""
+    return dict(
+        data_kwargs=TINY_DATA,
+        batch_size=256,
+        eval_batch_size=1024,
+        epochs=2,
+        learning_rate=1e-2,  # few steps on tiny data: a larger step than the paper's 1e-3
+        progress=False,
+    )
+
+
 def get_config(arg=None):
-    model = SAFConfig(num_experts=5)
-    stable = StableConfig(num_rff=3, memory_momentum=0.8)
+    a = parse_arg(arg, TOKENS, where=__file__)
+    if a.industrial and "alpha" in a.given:
+        raise ValueError("configs/mdmt/saf.py: tokens industrial and alpha= both set alpha")
+    removed = {part for name, parts in ABLATIONS.items() if getattr(a, name) for part in parts}
+    model = SAFConfig(
+        num_experts=a.k, domain_gate="fg" not in removed, expert_gate="eg" not in removed
+    )
+    stable = StableConfig(
+        enabled="sl" not in removed,
+        num_rff=a.nx,
+        memory_momentum=0.9 if a.industrial else a.alpha,
+    )
     cfg = dict(data="synthetic", data_kwargs={}, batch_size=2048, epochs=10, patience=2)
-    for token in (arg or "").split(","):
-        token = token.strip()
-        name, _, value = token.partition("=")
-        if not token:
-            continue
-        if token == "tiny":
-            model = dataclasses.replace(
-                model,
-                bottom_dims=(32,),
-                expert_dims=(16,),
-                tower_dims=(16,),
-                gate_hidden_dims=(16,),
-            )
-            stable = dataclasses.replace(stable, inner_steps=5)
-            cfg.update(
-                data_kwargs=TINY_DATA,
-                batch_size=256,
-                eval_batch_size=1024,
-                epochs=2,
-                learning_rate=1e-2,  # few steps on tiny data: a larger step than the paper's 1e-3
-                progress=False,
-            )
-        elif token == "ml1m":
-            cfg.update(data="movielens_1m", data_kwargs={})
-        elif token in ABLATIONS:
-            abl = ABLATIONS[token]
-            stable = dataclasses.replace(stable, enabled=abl.get("sl", True))
-            model = dataclasses.replace(
-                model, domain_gate=abl.get("fg", True), expert_gate=abl.get("eg", True)
-            )
-        elif token == "industrial":
-            stable = dataclasses.replace(stable, memory_momentum=0.9)
-        elif name == "nx":
-            stable = dataclasses.replace(stable, num_rff=int(value))
-        elif name == "alpha":
-            stable = dataclasses.replace(stable, memory_momentum=float(value))
-        elif name == "k":
-            model = dataclasses.replace(model, num_experts=int(value))
-        elif token == "adatask":
-            cfg.update(adatask=True)
-        elif name == "seed":
-            cfg.update(seed=int(value))
-        else:
-            raise ValueError(f"configs/mdmt/saf.py: unknown token {token!r} in {arg!r}")
-    return ExperimentConfig(model="saf", model_config=model, stable=stable, **cfg)
+    if a.tiny:
+        model = dataclasses.replace(
+            model, bottom_dims=(32,), expert_dims=(16,), tower_dims=(16,), gate_hidden_dims=(16,)
+        )
+        stable = dataclasses.replace(stable, inner_steps=5)
+        cfg.update(tiny_training())
+    if a.ml1m:
+        cfg.update(data="movielens_1m", data_kwargs={})
+    return ExperimentConfig(
+        model="saf", model_config=model, stable=stable, adatask=a.adatask, seed=a.seed, **cfg
+    )

@@ -15,24 +15,13 @@ the model's config at 32 (``jaxrec.train.compare.small_model_config``, lengths k
 registered model is small without naming its fields here; SAF and its ablations keep
 ``saf.py:tiny``'s own sizes.
 
-Tokens (comma-separated, any order):
-
-- ``tiny``: CI-sized data, models and training (above);
-- ``ml1m``: MovieLens-1M (M3oE protocol; no OOD split);
-- ``aliccp``: the Ali-CCP CSV sample (Scenario-Wise-Rec layout) from ``dir=<folder>``
-  (default ``data/aliccp_sample``, relative to the working directory); no OOD split;
-- ``fulldata``: with ``tiny``, the synthetic benchmark at its default size (20k train, 5k val,
-  10k test, 10k OOD test rows) instead of tiny's 4k rows;
-- ``seeds=<n>``: seeds 0..n-1 (default 5);
-- ``models=a+b+c``: a subset of rows, by registry name or label (e.g. ``models=mmoe+SAF``);
-- ``ablations``: add SAF's ablations (paper Table 3): w/o SL, w/o FG, w/o EG, w/o SL+FG, w/o all;
-  ``ablations=no_sl+no_fg`` adds a subset (``configs/mdmt/saf.py`` tokens).
+Tokens (any order) are listed by ``jaxrec configs configs/mdmt/table1.py`` (``TOKENS`` below).
 """
 
 import dataclasses
 from pathlib import Path
 
-from jaxrec.config import load_config
+from jaxrec.config import Token, load_config, parse_arg
 from jaxrec.models import mdmt
 from jaxrec.train.compare import CompareConfig
 
@@ -72,38 +61,37 @@ def model_names() -> list[str]:
     return known + extra + (["saf"] if "saf" in names else [])
 
 
+TOKENS = {
+    "tiny": Token(False, "CI-sized data, models and training (saf.py's tiny_training)"),
+    "ml1m": Token(False, "MovieLens-1M (M3oE protocol; no OOD split)"),
+    "aliccp": Token(False, "the Ali-CCP CSV sample (Scenario-Wise-Rec layout) from dir="),
+    "dir": Token("data/aliccp_sample", "aliccp: the folder of the sample (relative to the cwd)"),
+    "fulldata": Token(False, "with tiny: the synthetic benchmark at its default size"),
+    "seeds": Token(5, "seeds 0..n-1"),
+    "models": Token((), "a subset of rows by registry name or label (e.g. mmoe+SAF)"),
+    "ablations": Token(
+        (),
+        "add SAF's ablations (paper Table 3), all or a subset (e.g. no_sl+no_fg)",
+        choices=tuple(ABLATIONS.values()),
+        bare=tuple(ABLATIONS.values()),
+    ),
+}
+
+
 def get_config(arg=None):
-    tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-    scale, data, folder, seeds, subset, ablations = [], None, "data/aliccp_sample", 5, None, []
-    fulldata = False
-    for token in tokens:
-        key, _, value = token.partition("=")
-        if token == "tiny":
-            scale = ["tiny"]
-        elif token in ("ml1m", "aliccp"):
-            data = token
-        elif key == "dir":
-            folder = value
-        elif key == "seeds":
-            seeds = int(value)
-        elif key == "models":
-            subset = [v.strip() for v in value.split("+") if v.strip()]
-        elif token == "fulldata":
-            fulldata = True
-        elif token == "ablations":
-            ablations = list(ABLATIONS.values())
-        elif key == "ablations":
-            ablations = [v.strip() for v in value.split("+") if v.strip()]
-            unknown = sorted(set(ablations) - set(ABLATIONS.values()))
-            if unknown:
-                raise ValueError(
-                    f"configs/mdmt/table1.py: unknown ablations {unknown}; "
-                    f"known: {list(ABLATIONS.values())}"
-                )
-        else:
-            raise ValueError(f"configs/mdmt/table1.py: unknown token {token!r} in {arg!r}")
-    if seeds < 1:
-        raise ValueError(f"configs/mdmt/table1.py: seeds must be >= 1, got {seeds}")
+    a = parse_arg(arg, TOKENS, where=__file__)
+    if a.ml1m and a.aliccp:
+        raise ValueError("configs/mdmt/table1.py: choose one of ml1m and aliccp")
+    if "dir" in a.given and not a.aliccp:
+        raise ValueError("configs/mdmt/table1.py: dir= applies to aliccp only")
+    if a.fulldata and (a.ml1m or a.aliccp):
+        raise ValueError("configs/mdmt/table1.py: fulldata applies to the synthetic data only")
+    if a.seeds < 1:
+        raise ValueError(f"configs/mdmt/table1.py: seeds must be >= 1, got {a.seeds}")
+    data = "ml1m" if a.ml1m else "aliccp" if a.aliccp else None
+    scale = ["tiny"] if a.tiny else []
+    subset = list(a.models) if a.models else None
+    ablations = list(a.ablations)
 
     names = model_names()
     if subset is not None:
@@ -129,14 +117,12 @@ def get_config(arg=None):
     for label, token in ABLATIONS.items():
         if token in ablations:
             runs[label] = load("saf.py", [*scale, *data_tokens, token])
-    if fulldata:
-        if data is not None:
-            raise ValueError("configs/mdmt/table1.py: fulldata applies to the synthetic data only")
+    if a.fulldata:
         for label, cfg in runs.items():
             runs[label] = dataclasses.replace(cfg, data_kwargs={})
     if data == "aliccp":
         for label, cfg in runs.items():
-            runs[label] = dataclasses.replace(cfg, data="aliccp", data_kwargs={"path": folder})
+            runs[label] = dataclasses.replace(cfg, data="aliccp", data_kwargs={"path": a.dir})
     if not runs:
         raise ValueError("configs/mdmt/table1.py: no rows selected")
     splits = ("test", "test_ood") if data is None else ("test",)
@@ -144,7 +130,7 @@ def get_config(arg=None):
     return CompareConfig(
         name=f"Table 1 ({dataset}{', tiny' if scale else ''})",
         runs=runs,
-        seeds=tuple(range(seeds)),
+        seeds=tuple(range(a.seeds)),
         splits=splits,
         reference="SAF" if "SAF" in runs else None,
         progress=not scale,

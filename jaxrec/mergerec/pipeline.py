@@ -18,9 +18,11 @@ References: MergeRec (KDD 2026); AdaMerging (ICLR 2024); TIES-Merging (NeurIPS 2
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +63,23 @@ class DataConfig:
             raise ValueError("scarce_fraction must be in (0, 1]")
         if self.max_users < 0:
             raise ValueError(f"max_users must be >= 0, got {self.max_users}")
+        # a field that does not apply to the chosen source is an error, not silently ignored
+        configlib.check_choice("data.movielens", self.movielens, ("ml-100k", "ml-1m"))
+        default = {f.name: f.default for f in dataclasses.fields(self)}
+        applies = {
+            "paths": self.source == "files",
+            "movielens": self.source == "movielens",
+            "num_domains": self.source == "synthetic",
+            "num_items": self.source == "synthetic",
+            "num_users": self.source == "synthetic",
+            "seed": self.source == "synthetic" or self.max_users > 0,
+        }
+        for name, ok in applies.items():
+            if not ok and getattr(self, name) != default[name]:
+                raise ValueError(
+                    f"data.{name}={getattr(self, name)!r} does not apply to "
+                    f"data.source={self.source!r} (its default is {default[name]!r})"
+                )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -94,6 +113,51 @@ class MergeRecConfig:
     learn_init: Literal["ties", "task_arithmetic"] = "ties"  # task vectors the coefficients scale
     seeds: tuple[int, ...] = (0,)  # seeds of the learned merges (paper: 5)
     lambdas: tuple[float, ...] = ()  # lambda sensitivity sweep for mergerec:domain (Fig. 7)
+
+    def __post_init__(self):
+        # names are checked here, before any work: a typo must not surface after fine-tuning
+        known = merging.METHODS.names()
+        for method in self.merges:
+            configlib.check_choice("merges", method, known)
+        hints = typing.get_type_hints(learn.LearnConfig)
+        objectives = typing.get_args(hints["objective"])
+        granularities = typing.get_args(hints["granularity"])
+        for spec in self.learned:
+            objective, _, granularity = spec.partition(":")
+            if objective not in objectives or granularity not in ("", *granularities):
+                raise ValueError(
+                    f"learned={spec!r} is not valid: write objective:granularity with objective "
+                    f"in {list(objectives)} and granularity in {list(granularities)}"
+                )
+        default_hparams = type(self).__dataclass_fields__["merge_hparams"].default
+        for entry in self.merge_hparams:
+            method = entry.partition(":")[0]
+            configlib.check_choice("merge_hparams method", method, known)
+            fn = merging.METHODS.get(method)
+            meta = getattr(fn, "hparams", None)  # registry metadata when the method carries it
+            names = {getattr(h, "name", h) for h in meta} if meta is not None else None
+            if names is None:
+                names = {
+                    p.name
+                    for p in inspect.signature(fn).parameters.values()
+                    if p.kind is p.KEYWORD_ONLY and p.name != "key"
+                }
+            bad = sorted(set(parse_hparams([entry]).get(method, {})) - names)
+            if bad:
+                raise ValueError(
+                    f"merge_hparams entry {entry!r}: {method} has no hyper-parameters {bad}; "
+                    f"it takes {sorted(names)}"
+                )
+            used = method in self.merges or (
+                method == "ties" and self.learn_init == "ties" and (self.learned or self.lambdas)
+            )
+            if not used and entry not in default_hparams:
+                raise ValueError(
+                    f"merge_hparams entry {entry!r} does not apply: {method!r} is not in "
+                    f"merges {list(self.merges)} (nor the TIES init of learned merges)"
+                )
+        if not self.seeds:
+            raise ValueError("seeds is empty")
 
 
 def parse_hparams(entries: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -44,7 +44,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxrec import checkpoint, metrics, sharding, stable
-from jaxrec.config import save_config
+from jaxrec.config import UnknownNameError, accepted_kwargs, check_choice, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.models import mdmt as mdmt_models
 from jaxrec.pytree import key_str
@@ -89,7 +89,14 @@ class ExperimentConfig:
 
     def __post_init__(self):
         if self.model not in mdmt_models.MODELS:
-            raise KeyError(f"model={self.model!r}; known: {mdmt_models.MODELS.names()}")
+            raise UnknownNameError(f"model={self.model!r}; known: {mdmt_models.MODELS.names()}")
+        check_choice("data", self.data, mdmt_data.DATASETS.names())
+        accepted = accepted_kwargs(mdmt_data.DATASETS.get(self.data))
+        bad = sorted(set(self.data_kwargs) - accepted) if accepted is not None else []
+        if bad:  # e.g. a synthetic size under data=aliccp: an error, not silently ignored
+            raise UnknownNameError(
+                f"data_kwargs {bad} do not apply to data={self.data!r}; it takes {sorted(accepted)}"
+            )
         cls = mdmt_models.MODELS.get(self.model)
         if self.model_config is None:
             object.__setattr__(self, "model_config", cls.Config())

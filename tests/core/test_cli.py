@@ -46,17 +46,19 @@ def test_merge_command_equals_library(tmp_path):
     np.testing.assert_allclose(np.asarray(merged["b"]), 1 + 0.5 * ((-1 + 0 + 1) - 3))
 
 
-def test_bad_config_override_is_a_clear_error(tmp_path):
-    with pytest.raises(KeyError, match="unknown config key 'learn.nope'"):
-        cli.main(
-            [
-                "mergerec",
-                "run",
-                "--config",
-                "configs/mergerec/main.py:tiny",
-                "--workdir",
-                str(tmp_path),
-                "--set",
-                "learn.nope=1",
-            ]
-        )
+def test_bad_config_override_is_a_clear_error(tmp_path, capsys):
+    rc = cli.main(
+        [
+            "mergerec",
+            "run",
+            "--config",
+            "configs/mergerec/main.py:tiny",
+            "--workdir",
+            str(tmp_path / "wd"),
+            "--set",
+            "learn.nope=1",
+        ]
+    )
+    assert rc == 2
+    assert "unknown config key 'learn.nope'" in capsys.readouterr().err
+    assert not (tmp_path / "wd").exists()
