@@ -47,8 +47,9 @@ import numpy as np
 
 Array = jax.Array
 
-_CHUNK = 1 << 24  # float32 sums of 0/1 values are exact up to 2**24
 _TINY = float(np.finfo(np.float32).tiny)
+_NORMAL_KEY = 0x00800000  # key (bits) of the smallest normal float32
+_ABS_MASK = 0x7FFFFFFF
 _SAMPLE = 8192  # strided sample size per (task, group) for the first bracket
 _MAX_PASSES = 96
 _INT_MAX = np.iinfo(np.int32).max
@@ -66,44 +67,39 @@ def _as_key(x: Array, magnitude: bool) -> Array:
     return jnp.where(neg, ~b, b | jnp.uint32(0x80000000))
 
 
-def _from_key(key: Array, magnitude: bool) -> Array:
-    """Inverse of ``_as_key`` (float32 value of a key)."""
-    if magnitude:
-        return jax.lax.bitcast_convert_type(key, jnp.float32)
-    pos = (key >> 31) == 1
-    bits = jnp.where(pos, key & jnp.uint32(0x7FFFFFFF), ~key)
-    return jax.lax.bitcast_convert_type(bits, jnp.float32)
-
-
 def _key_top(magnitude: bool) -> int:
     inf_key = 0x7F800000 if magnitude else 0xFF800000
     return inf_key + 1
 
 
-def _ge_indicator(x: Array, t: Array, magnitude: bool) -> Array:
-    """float32 1.0 where value(x) >= t (t > 0 for magnitudes), else 0.0.
+def _count_ge(x: Array, t_kj: Array, magnitude: bool) -> Array:
+    """Exact int32 counts ``#{entries of task k with key(x) >= t_kj[k, j]}``: [K, J].
 
-    For magnitudes ``floor(min(|x| / t, 1))`` is used: division is correctly rounded, so
-    ``|x| / t >= 1`` iff ``|x| >= t`` for normal ``t``, and unlike a compare + select it stays
-    in XLA:CPU's vectorised reduction path.
+    Keys are compared as integers, never as quotients: for magnitudes the count uses
+    ``(t - 1 - bits(|x|)) >>> 31``, which is 1 exactly when ``bits(|x|) >= t`` (both below
+    2**31), in pure int32 arithmetic that XLA:CPU keeps in its vectorised reduction path.
+    (``floor(min(|x| / t, 1))``, used before, is not exact: XLA:CPU divides through a
+    reciprocal, so ``x / x`` can be 0.99999994 and an entry equal to the threshold was missed.)
+    Thresholds in ``(0, _NORMAL_KEY]`` count the normal entries only, so magnitudes below the
+    smallest normal float32 behave as zeros.
     """
-    if magnitude:
-        return jnp.floor(jnp.minimum(jnp.abs(x) / t, 1.0))
-    return (x >= t).astype(jnp.float32)
+    axes = tuple(range(1, x.ndim))
+    out = []
+    for j in range(t_kj.shape[1]):
+        t_k = t_kj[:, j]
+        if magnitude:
+            bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & _ABS_MASK
+            t_eff = jnp.where(t_k == 0, 0, jnp.maximum(t_k, _NORMAL_KEY)).astype(jnp.int32)
+            ind = jax.lax.shift_right_logical(_bcast(t_eff - 1, x.ndim) - bits, 31)
+        else:
+            ind = (_as_key(x, False) >= _bcast(t_k, x.ndim)).astype(jnp.int32)
+        out.append(jnp.sum(ind, axis=axes, dtype=jnp.int32))
+    return jnp.stack(out, axis=1)
 
 
 def _exact_sum(ind_kn: Array) -> Array:
-    """Exact int32 sum over all but the leading axis of a 0/1 float32 array."""
-    k = ind_kn.shape[0]
-    n = math.prod(ind_kn.shape[1:])
-    axes = tuple(range(1, ind_kn.ndim))
-    if n <= _CHUNK:
-        return jnp.sum(ind_kn, axis=axes).astype(jnp.int32)
-    flat = ind_kn.reshape(k, n)
-    parts = [
-        jnp.sum(flat[:, i : i + _CHUNK], axis=1).astype(jnp.int32) for i in range(0, n, _CHUNK)
-    ]
-    return sum(parts)
+    """Exact int32 sum over all but the leading axis of a 0/1 array."""
+    return jnp.sum(ind_kn.astype(jnp.int32), axis=tuple(range(1, ind_kn.ndim)), dtype=jnp.int32)
 
 
 class _Groups:
@@ -237,24 +233,10 @@ def _thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, A
     top = _key_top(magnitude)
 
     def count_keys(probes_kgj):
-        t_kgj = _from_key(probes_kgj, magnitude)
-        if magnitude:
-            t_kgj = jnp.maximum(t_kgj, _TINY)
-
         def per_leaf(i, x):
-            t_kj = t_kgj[:, groups.group_of[i]]
-            return jnp.stack(
-                [
-                    _exact_sum(_ge_indicator(x, _bcast(t_kj[:, j], x.ndim), magnitude))
-                    for j in range(t_kj.shape[1])
-                ],
-                axis=1,
-            )
+            return _count_ge(x, probes_kgj[:, groups.group_of[i]], magnitude)
 
-        counts = groups.reduce(per_leaf)
-        if magnitude:  # key 0 is the value 0: every entry counts
-            counts = jnp.where(probes_kgj == 0, jnp.asarray(sizes_kg)[..., None], counts)
-        return counts
+        return groups.reduce(per_leaf)
 
     lo, hi, c_lo, c_hi = _search(
         count_keys,
@@ -276,7 +258,7 @@ def _thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, A
             q_kj = probes_kgj[:, g].astype(jnp.int32)
             return jnp.stack(
                 [
-                    _exact_sum((eq & (idx >= _bcast(q_kj[:, j], x.ndim))).astype(jnp.float32))
+                    _exact_sum(eq & (idx >= _bcast(q_kj[:, j], x.ndim)))
                     for j in range(q_kj.shape[1])
                 ],
                 axis=1,

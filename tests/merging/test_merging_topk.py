@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from merging_ref import flat, topk_mask
 
 from jaxrec.merging import kth_largest, top_k_masks
@@ -95,3 +97,73 @@ def test_bad_arguments():
         top_k_masks(leaves)
     with pytest.raises(ValueError, match="k must be"):
         kth_largest(leaves, 0)
+
+
+# Shapes fixed so one compile (k traced) serves every hypothesis example.
+PROP_SHAPES = [(3, 37), (3, 5, 8), (3, 1)]
+
+
+def _prop_leaves(seed, distinct, exponent):
+    """Values with few distinct magnitudes (ties) at a scale where 1/t is inexact."""
+    rng = np.random.default_rng(seed)
+    scale = np.float32(2.0**exponent) * np.float32(1.1)
+    out = []
+    for s in PROP_SHAPES:
+        if distinct:
+            pool = (rng.standard_normal(distinct) * scale).astype(np.float32)
+            x = rng.choice(pool, size=s) * rng.choice([-1, 1], size=s)
+        else:
+            x = rng.standard_normal(s) * scale
+        out.append(np.asarray(x, np.float32))
+    return out
+
+
+@pytest.mark.parametrize("granularity", ["model", "tensor"])
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    distinct=st.sampled_from([0, 1, 2, 3, 7]),
+    exponent=st.integers(-30, 30),
+    frac=st.floats(0.0, 1.0),
+)
+def test_exact_top_k_property(masks_fn, granularity, seed, distinct, exponent, frac):
+    """Exactly k kept per task and group; equal to a stable descending argsort of |x|.
+
+    When the k-th largest |x| is not tied, the kept set is the unique top k; when it is tied,
+    the documented rule keeps the tied entries with the lowest flat index.
+    """
+    leaves = _prop_leaves(seed, distinct, exponent)
+    sizes = [np.size(x[0]) for x in leaves]
+    groups = [sum(sizes)] if granularity == "model" else sizes
+    k = [int(round(frac * n)) for n in groups]
+    got = masks_fn[granularity]([jnp.asarray(x) for x in leaves], jnp.asarray(k, jnp.int32))
+    got = [np.asarray(g) for g in got]
+    if granularity == "model":
+        rows = np.concatenate([x.reshape(3, -1) for x in leaves], 1)
+        exp = np.stack([topk_mask(v, k[0]) for v in rows])
+        got_rows = np.concatenate([g.reshape(3, -1) for g in got], 1)
+        np.testing.assert_array_equal(got_rows, exp)
+        assert (got_rows.sum(1) == k[0]).all()
+    else:
+        for g, x, kk in zip(got, leaves, k):
+            exp = np.stack([topk_mask(v, kk) for v in x.reshape(3, -1)])
+            np.testing.assert_array_equal(g.reshape(3, -1), exp)
+            assert (g.reshape(3, -1).sum(1) == kk).all()
+
+
+def test_values_equal_to_threshold_are_counted(masks_fn):
+    """Many entries equal to the k-th value: the old quotient test ``floor(|x| / t)`` lost
+    some of them (XLA:CPU's x / x can be 0.99999994), so k + a few were kept."""
+    rng = np.random.default_rng(0)
+    ts = np.float32([0.1, 1 / 3, 0.0128, 3.7e-5, 1.1e-30, 7.3e20])
+    leaves = [
+        np.where(rng.random((3, 512)) < 0.5, t, t * np.float32(0.5)).astype(np.float32) for t in ts
+    ]
+    ks = [int((x == t).sum(1).min()) for x, t in zip(leaves, ts)]  # k-th largest is t, no cut
+    got = masks_fn["tensor"]([jnp.asarray(x) for x in leaves], jnp.asarray(ks, jnp.int32))
+    for m, x, t, k in zip(got, leaves, ts, ks):
+        m = np.asarray(m)
+        np.testing.assert_array_equal(m.sum(1), [k, k, k], err_msg=f"t={t}")
+        assert (x[m] == t).all()
+    kth = jax.jit(lambda x: kth_largest([x], ks[0]))(jnp.asarray(leaves[0]))
+    np.testing.assert_array_equal(np.asarray(kth), [ts[0]] * 3)
