@@ -144,23 +144,57 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from jaxrec import checkpoint, config, merging
+    from jaxrec import config
+    from jaxrec.merging import stream
 
-    hparams = {}
-    for item in args.overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r} is not of the form key=value")
-        hparams[key] = config.parse_value(raw, Any)
-    base = checkpoint.load_params(args.base)
-    finetuned = [checkpoint.load_params(p) for p in args.finetuned]
-    if args.method in ("dare", "dare_ties"):
-        import jax
-
-        hparams.setdefault("key", jax.random.key(int(hparams.pop("seed", 0))))
-    merged = merging.merge(args.method, base, finetuned, **hparams)
-    out = checkpoint.save_params(args.out, merged)
-    print(f"merged {len(finetuned)} models with {args.method} -> {out}")
+    if args.list:
+        print("\n".join(stream.describe_methods()))
+        return 0
+    if args.out is None:
+        raise CommandError("merge: --out is required (a folder, or a .safetensors file)")
+    try:
+        if args.config is not None:
+            if args.method or args.base or args.finetuned or args.overrides:
+                raise CommandError("merge: --config replaces --method/--base/--finetuned/--set")
+            text = args.config.read_text() if args.config.is_file() else None
+            if text is None:
+                raise CommandError(f"merge: config file not found: {args.config}")
+            recipe = stream.load_recipe(args.config, seed=args.seed)
+        else:
+            missing = [f for f in ("method", "base", "finetuned") if not getattr(args, f)]
+            if missing:
+                raise CommandError(
+                    "merge: give --config merge.yml, or --method, --base and --finetuned "
+                    f"(missing: {', '.join('--' + m for m in missing)})"
+                )
+            hparams = {}
+            for item in args.overrides:
+                key, sep, raw = item.partition("=")
+                if not sep:
+                    raise CommandError(f"--set {item!r} is not of the form key=value")
+                hparams[key] = config.parse_value(raw, Any)
+            hparams.setdefault("seed", args.seed)
+            text = None
+            recipe = stream.recipe_from_flags(
+                args.method,
+                args.base,
+                args.finetuned,
+                hparams,
+                dtype=args.dtype,
+                tokenizer_source=args.tokenizer_source,
+            )
+        if args.config is not None and (args.dtype or args.tokenizer_source):
+            raise CommandError("merge: set dtype/tokenizer_source inside the --config file")
+        result = stream.merge_checkpoints(
+            recipe, args.out, max_shard_size=args.max_shard_size, recipe_source=text
+        )
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise CommandError(f"merge: {e}") from e
+    print(
+        f"merged {len(recipe.models)} models with {recipe.method} ({recipe.engine}): "
+        f"{result.float_tensors} float tensors, {result.params / 1e6:.1f}M params in "
+        f"{result.seconds:.1f} s -> {result.out}"
+    )
     return 0
 
 
@@ -237,11 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (smoke test)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("merge", help="merge fine-tuned params files with a training-free method")
-    p.add_argument("--method", required=True, help="e.g. task_arithmetic, ties, dare_ties")
-    p.add_argument("--base", required=True, type=Path, help="base params (.safetensors)")
-    p.add_argument("--finetuned", required=True, nargs="+", type=Path, help="fine-tuned params")
-    p.add_argument("--out", required=True, type=Path, help="where to write the merged params")
+    p = sub.add_parser(
+        "merge",
+        help="merge checkpoints (HF folders, .safetensors, params files) training-free",
+        description="Merge checkpoints with a jaxrec method (--method/--base/--finetuned/--set)"
+        " or a mergekit YAML (--config). Inputs: Hugging Face folders (model.safetensors,"
+        " sharded safetensors + index, pytorch_model.bin), .safetensors files, jaxrec params"
+        " files. Output: a folder transformers loads, or one .safetensors file.",
+    )
+    p.add_argument("--config", type=Path, help="a mergekit merge YAML (merge_method, models, ...)")
+    p.add_argument("--method", help="a jaxrec method, e.g. task_arithmetic, ties (see --list)")
+    p.add_argument("--base", type=Path, help="base model: HF folder or .safetensors file")
+    p.add_argument("--finetuned", nargs="+", type=Path, help="fine-tuned models (same kinds)")
+    p.add_argument(
+        "--out", type=Path, help="output folder (HF layout), or a file ending in .safetensors"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -250,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="method hyper-parameter, e.g. --set density=0.2 (repeatable)",
     )
+    p.add_argument(
+        "--max-shard-size", default="5GB", help="folder output: new shard above this (5GB)"
+    )
+    p.add_argument("--dtype", help="output float dtype: float32, bfloat16, float16 (default: base)")
+    p.add_argument("--tokenizer-source", type=Path, help="copy tokenizer files from this folder")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the random (DARE) methods")
+    p.add_argument("--list", action="store_true", help="list methods, hyper-parameters, defaults")
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("mdmt", help="multi-domain multi-task CTR/CVR models (SAF and baselines)")

@@ -1,0 +1,748 @@
+"""Merging checkpoints on disk, one tensor at a time: recipes (mergekit YAML or jaxrec flags),
+validation, per-tensor kernels compiled once per (shape, dtype), streamed output.
+
+Two kinds of recipes:
+
+* **mergekit** (``merge_method`` one of :data:`MERGEKIT_METHODS`, from a mergekit YAML): mergekit's
+  semantics, per tensor. ``linear``: ``sum_i w_i x_i`` (divided by ``sum_i w_i`` if
+  ``normalize``, default true). The task-vector family (``task_arithmetic``, ``ties``,
+  ``dare_ties``, ``dare_linear``, ``breadcrumbs``, ``breadcrumbs_ties``): per model
+  ``tau_i = x_i - base``; sparsify ``tau_i`` with its own ``density`` (magnitude: the
+  ``max(1, int(density * n))`` largest ``|entries|`` of the tensor; random: Bernoulli(density);
+  magnitude_outliers: drop the ``int(gamma * n)`` largest, keep the next ``int(density * n)``),
+  optionally rescale to the original L1 norm (``rescale``); weight ``w_i tau_i``; with a
+  consensus (TIES) keep entries whose sign equals ``sign(sum_i w_i tau_i)`` (0 -> +1) and divide
+  by ``sum_i w_i [kept]`` if ``normalize``; without, divide by ``sum_i w_i`` if ``normalize``;
+  multiply by ``lambda``; add ``base``. Defaults are mergekit's (``density`` 1, ``gamma`` 0.01,
+  ``lambda`` 1, ``normalize`` true for ties/linear, ``rescale`` true for the DARE methods).
+* **jaxrec** (``--method`` with ``--set``): any method of :data:`jaxrec.merging.METHODS` with its
+  own hyper-parameters, run per tensor with :func:`jaxrec.merging.merge_fn` when the method is
+  per tensor, else over the whole model in memory.
+
+Inputs are read lazily (:mod:`jaxrec.merging.hf`); non-float tensors (``position_ids``) are
+copied from the base after checking they are equal in every input. Float math is float32; the
+output keeps the base's dtype unless ``dtype``/``out_dtype`` says otherwise.
+
+References:
+    Goddard et al., "Arcee's MergeKit: A Toolkit for Merging Large Language Models", EMNLP
+    Industry 2024 (the recipe format and method semantics); Ilharco et al., ICLR 2023 (task
+    arithmetic); Yadav et al., NeurIPS 2023 (TIES); Yu et al., ICML 2024 (DARE); Davari &
+    Belilovsky, ECCV 2024 (Model Breadcrumbs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from jaxrec.merging import hf
+from jaxrec.merging.methods import METHODS, merge, merge_fn
+from jaxrec.merging.topk import top_k_masks
+
+__all__ = [
+    "MERGEKIT_METHODS",
+    "MergeInputError",
+    "ModelEntry",
+    "Recipe",
+    "load_recipe",
+    "merge_checkpoints",
+    "recipe_from_flags",
+    "recipe_from_mergekit",
+]
+
+log = logging.getLogger(__name__)
+_F32 = jnp.float32
+
+
+class MergeInputError(ValueError):
+    """Inputs that cannot be merged: names, shapes, dtypes or non-float values differ."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Family:
+    sparsify: str | None  # None, "magnitude", "random", "magnitude_outliers"
+    consensus: bool
+    normalize: bool  # default
+    rescale: bool  # default
+
+
+# mergekit's task-vector family (mergekit/merge_methods/registry.py) plus linear.
+MERGEKIT_METHODS: dict[str, _Family | None] = {
+    "linear": None,
+    "task_arithmetic": _Family(None, False, False, False),
+    "ties": _Family("magnitude", True, True, False),
+    "dare_ties": _Family("random", True, False, True),
+    "dare_linear": _Family("random", False, False, True),
+    "breadcrumbs": _Family("magnitude_outliers", False, False, False),
+    "breadcrumbs_ties": _Family("magnitude_outliers", True, False, False),
+}
+_MODEL_PARAMS = {"weight", "density", "gamma"}  # per-model (mergekit: NON_BASE / INPUT scope)
+_GLOBAL_PARAMS = {"normalize", "rescale", "lambda", "int8_mask"}
+_TOP_KEYS = {
+    "merge_method",
+    "base_model",
+    "models",
+    "parameters",
+    "dtype",
+    "out_dtype",
+    "tokenizer_source",
+}
+_UNSUPPORTED_TOP = {
+    "slices": "layer slices (frankenmerges)",
+    "modules": "per-module recipes",
+    "tokenizer": "tokenizer surgery (use tokenizer_source)",
+    "chat_template": "chat templates",
+}
+_DTYPES = {
+    "float32": np.float32,
+    "fp32": np.float32,
+    "float16": np.float16,
+    "fp16": np.float16,
+    "half": np.float16,
+    "bfloat16": ml_dtypes.bfloat16,
+    "bf16": ml_dtypes.bfloat16,
+}
+# jaxrec methods whose result for a tensor depends only on that tensor (others: whole model).
+_PER_TENSOR = {"weight_average", "task_arithmetic", "consensus", "dare", "dare_ties"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One input model and its per-model parameters (mergekit ``models[i]``)."""
+
+    path: Path
+    params: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A merge: method, inputs and hyper-parameters.
+
+    Attributes:
+      engine: ``"mergekit"`` (mergekit semantics, :data:`MERGEKIT_METHODS`) or ``"jaxrec"``
+        (a :data:`jaxrec.merging.METHODS` method with ``params`` as its hyper-parameters).
+      method: the method name.
+      base: the base model (config, tokenizer and non-float tensors come from it); for
+        ``linear`` without a base, the first model.
+      models: the models merged (for the task-vector methods: the fine-tuned ones).
+      params: global parameters (mergekit) or the method's hyper-parameters (jaxrec).
+      dtype: output float dtype name (None: the base's).
+      tokenizer_source: folder whose tokenizer files are copied (None: the base).
+      seed: PRNG seed for the random (DARE) methods.
+    """
+
+    engine: str
+    method: str
+    base: Path | None
+    models: tuple[ModelEntry, ...]
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dtype: str | None = None
+    tokenizer_source: Path | None = None
+    seed: int = 0
+
+    @property
+    def reference(self) -> Path:
+        return self.base if self.base is not None else self.models[0].path
+
+    def to_dict(self) -> dict:
+        """A JSON-able form; for mergekit recipes also valid mergekit YAML (less ``jaxrec``)."""
+        out: dict[str, Any] = {"merge_method": self.method}
+        if self.base is not None:
+            out["base_model"] = str(self.base)
+        out["models"] = [
+            {"model": str(m.path), **({"parameters": dict(m.params)} if m.params else {})}
+            for m in self.models
+        ]
+        if self.params:
+            out["parameters"] = {k: _plain(v) for k, v in self.params.items()}
+        if self.dtype:
+            out["dtype"] = self.dtype
+        if self.tokenizer_source:
+            out["tokenizer_source"] = str(self.tokenizer_source)
+        out["jaxrec"] = {"engine": self.engine, "seed": self.seed}
+        return out
+
+
+def _plain(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+
+
+# ----------------------------------------------------------------------------- recipes
+def _resolve_path(ref: Any, where: str, root: Path | None) -> Path:
+    if not isinstance(ref, (str, os.PathLike)) or not str(ref):
+        raise ValueError(f"{where}: expected a local model path, got {ref!r}")
+    text = str(ref)
+    if "+" in text and not Path(text).exists():
+        raise ValueError(f"{where}: {text!r}: LoRA references (model+lora) are not supported")
+    p = Path(text).expanduser()
+    if not p.exists() and root is not None and not p.is_absolute() and (root / p).exists():
+        p = root / p
+    if not p.exists():
+        raise FileNotFoundError(
+            f"{where}: no local model at {text!r} (hub names are not fetched; pass a folder or a "
+            ".safetensors file)"
+        )
+    return p
+
+
+def _scalar(value: Any, where: str) -> Any:
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, (list, dict)):
+        raise ValueError(
+            f"{where}: gradients and filtered parameters ({value!r}) are not supported; "
+            "give one number"
+        )
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: expected a number, got {value!r}")
+
+
+def _dtype_name(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    name = str(value).lower()
+    if name not in _DTYPES:
+        raise ValueError(f"{where}: unsupported dtype {value!r}; known: {sorted(_DTYPES)}")
+    return np.dtype(_DTYPES[name]).name
+
+
+def recipe_from_mergekit(
+    config: Mapping[str, Any], *, root: str | os.PathLike | None = None, seed: int = 0
+) -> Recipe:
+    """Parse a mergekit merge configuration (the dict of its YAML).
+
+    Args:
+      config: ``merge_method``, ``base_model``, ``models: [{model, parameters}]``,
+        ``parameters``, ``dtype``, ``out_dtype``, ``tokenizer_source``.
+      root: folder relative model paths are also looked up in (the YAML's folder).
+      seed: PRNG seed for the DARE methods.
+
+    Raises:
+      ValueError: unknown or unsupported keys, methods or parameters (named), missing weights,
+        values out of range.
+    """
+    root = Path(root) if root is not None else None
+    if not isinstance(config, Mapping):
+        raise ValueError(f"a merge config is a mapping, got {type(config).__name__}")
+    for key in config:
+        if key in _UNSUPPORTED_TOP:
+            raise ValueError(f"config key {key!r} ({_UNSUPPORTED_TOP[key]}) is not supported")
+        if key not in _TOP_KEYS:
+            raise ValueError(f"unknown config key {key!r}; supported: {sorted(_TOP_KEYS)}")
+    method = config.get("merge_method")
+    if method not in MERGEKIT_METHODS:
+        raise ValueError(
+            f"merge_method {method!r} is not supported; supported: {sorted(MERGEKIT_METHODS)}"
+        )
+    family = MERGEKIT_METHODS[method]
+    base = config.get("base_model")
+    base = _resolve_path(base, "base_model", root) if base is not None else None
+    if family is not None and base is None:
+        raise ValueError(f"merge_method {method!r} needs a base_model")
+    raw_models = config.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise ValueError("models: expected a non-empty list of {model: ..., parameters: ...}")
+    allowed_model = _MODEL_PARAMS if family is not None else {"weight"}
+    if family is not None and family.sparsify != "magnitude_outliers":
+        allowed_model = allowed_model - {"gamma"}
+    if family is None:
+        allowed_global = {"normalize"} | allowed_model
+    else:
+        allowed_global = (_GLOBAL_PARAMS | allowed_model) - (
+            set() if family.sparsify else {"rescale"}
+        )
+    glob = dict(config.get("parameters") or {})
+    for key in glob:
+        if key not in allowed_global:
+            raise ValueError(
+                f"parameters.{key} is not a parameter of {method!r}; "
+                f"known: {sorted(allowed_global)}"
+            )
+    glob = {k: _scalar(v, f"parameters.{k}") for k, v in glob.items()}
+    if glob.pop("int8_mask", False):
+        log.info("int8_mask ignored: masks are booleans here (it saves memory only in mergekit)")
+    models = []
+    for i, entry in enumerate(raw_models):
+        where = f"models[{i}]"
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, Mapping) or "model" not in entry:
+            raise ValueError(
+                f"{where}: expected {{model: PATH, parameters: {{...}}}}, got {entry!r}"
+            )
+        extra = set(entry) - {"model", "parameters"}
+        if extra:
+            raise ValueError(f"{where}: unsupported keys {sorted(extra)}")
+        path = _resolve_path(entry["model"], f"{where}.model", root)
+        params = dict(entry.get("parameters") or {})
+        for key in params:
+            if key not in allowed_model:
+                raise ValueError(
+                    f"{where}.parameters.{key} is not a per-model parameter of {method!r}; "
+                    f"known: {sorted(allowed_model)}"
+                )
+        params = {k: _scalar(v, f"{where}.parameters.{k}") for k, v in params.items()}
+        if family is not None and base is not None and path.resolve() == base.resolve():
+            if params:
+                log.info("%s is the base model; its parameters are ignored (as mergekit)", where)
+            continue  # the base is not a task vector
+        resolved = {k: float(glob[k]) for k in allowed_model if k in glob}
+        resolved.update({k: float(v) for k, v in params.items()})
+        if "weight" not in resolved:
+            raise ValueError(
+                f"{where} ({path}): missing parameter 'weight' (required by {method!r})"
+            )
+        if family is not None:
+            resolved.setdefault("density", 1.0)
+            if not 0.0 < resolved["density"] <= 1.0:
+                raise ValueError(f"{where}: density must be in (0, 1], got {resolved['density']}")
+            if family.sparsify == "magnitude_outliers":
+                resolved.setdefault("gamma", 0.01)
+                if not 0.0 <= resolved["gamma"] < 1.0:
+                    raise ValueError(f"{where}: gamma must be in [0, 1), got {resolved['gamma']}")
+        models.append(ModelEntry(path, resolved))
+    if not models:
+        raise ValueError("models: nothing to merge besides the base model")
+    params: dict[str, Any] = {}
+    if family is None:
+        params["normalize"] = bool(glob.get("normalize", True))
+    else:
+        params["normalize"] = bool(glob.get("normalize", family.normalize))
+        params["lambda"] = float(glob.get("lambda", 1.0))
+        if family.sparsify:
+            params["rescale"] = bool(glob.get("rescale", family.rescale))
+    tok = config.get("tokenizer_source")
+    if tok in (None, "base"):
+        tok_path = None
+    elif tok == "union":
+        raise ValueError("tokenizer_source 'union' (vocabulary merging) is not supported")
+    else:
+        tok_path = _resolve_path(tok, "tokenizer_source", root)
+    dtype = _dtype_name(config.get("out_dtype") or config.get("dtype"), "dtype")
+    return Recipe("mergekit", method, base, tuple(models), params, dtype, tok_path, seed)
+
+
+def load_recipe(path: str | os.PathLike, *, seed: int = 0) -> Recipe:
+    """A mergekit YAML (or JSON) merge config file -> :class:`Recipe`."""
+    import yaml
+
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return recipe_from_mergekit(config, root=path.parent, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def recipe_from_flags(
+    method: str,
+    base: str | os.PathLike,
+    finetuned: Sequence[str | os.PathLike],
+    hparams: Mapping[str, Any] | None = None,
+    *,
+    dtype: str | None = None,
+    tokenizer_source: str | os.PathLike | None = None,
+) -> Recipe:
+    """The ``--method --base --finetuned --set`` form: a jaxrec method and its hyper-parameters."""
+    METHODS.get(method)  # unknown names fail here, listing the known ones
+    hparams = dict(hparams or {})
+    seed = int(hparams.pop("seed", 0))
+    if "key" in hparams:
+        raise ValueError("pass seed=N instead of key for the random methods")
+    models = tuple(ModelEntry(_resolve_path(p, "finetuned", None)) for p in finetuned)
+    tok = _resolve_path(tokenizer_source, "tokenizer_source", None) if tokenizer_source else None
+    return Recipe(
+        "jaxrec",
+        method,
+        _resolve_path(base, "base", None),
+        models,
+        hparams,
+        _dtype_name(dtype, "dtype"),
+        tok,
+        seed,
+    )
+
+
+# ----------------------------------------------------------------------------- kernels
+def _mergekit_tensor(
+    base,
+    fts,
+    weight_k,
+    k_hi,
+    k_lo,
+    density_k,
+    lam,
+    key,
+    *,
+    family: _Family | None,
+    normalize: bool,
+    rescale: bool,
+    out_dtype: str,
+):
+    """One tensor, mergekit semantics (see the module docstring). Traced per (shape, dtype)."""
+    x_k = jnp.stack([f.astype(_F32) for f in fts])
+    w_k = weight_k.reshape((-1,) + (1,) * base.ndim)
+    if family is None:  # linear
+        mixed = jnp.sum(x_k * w_k, axis=0)
+        if normalize:
+            mixed = mixed / jnp.sum(weight_k)
+        return mixed.astype(out_dtype)
+    b = base.astype(_F32)
+    tau = x_k - b
+    if family.sparsify is not None:
+        if family.sparsify == "magnitude":
+            keep = top_k_masks([tau], k=k_hi, granularity="tensor")[0]
+        elif family.sparsify == "magnitude_outliers":
+            hi = top_k_masks([tau], k=k_hi, granularity="tensor")[0]
+            lo = top_k_masks([tau], k=k_lo, granularity="tensor")[0]
+            keep = hi & ~lo
+        else:  # random
+            d_k = density_k.reshape(w_k.shape)
+            keep = (jax.random.uniform(key, tau.shape) < d_k) | (d_k >= 1.0)
+        masked = jnp.where(keep, tau, 0.0)
+        if rescale:  # to the L1 norm before the mask (mergekit's RescaleNorm.l1)
+            axes = tuple(range(1, tau.ndim))
+            before = jnp.sum(jnp.abs(tau), axis=axes, keepdims=True)
+            after = jnp.sum(jnp.abs(masked), axis=axes, keepdims=True)
+            ok = (before >= 1e-7) & (after >= 1e-7)
+            masked = masked * jnp.where(ok, before / jnp.where(ok, after, 1.0), 1.0)
+        tau = masked
+    wd = tau * w_k
+    if family.consensus:
+        elected = jnp.where(jnp.sum(wd, axis=0) >= 0, 1.0, -1.0)
+        agree = jnp.sign(wd) == elected
+        mixed = jnp.sum(jnp.where(agree, wd, 0.0), axis=0)
+        divisor = jnp.sum(jnp.where(agree, w_k, 0.0), axis=0)
+        divisor = jnp.where(divisor == 0, 1.0, divisor)
+    else:
+        mixed = jnp.sum(wd, axis=0)
+        divisor = jnp.sum(weight_k)
+        divisor = jnp.where(jnp.abs(divisor) < 1e-8, 1.0, divisor)
+    if normalize:
+        mixed = mixed / divisor
+    return (b + lam * mixed).astype(out_dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _mergekit_jitted(family, normalize, rescale, out_dtype):
+    # looked up at call time so tests can wrap the kernel with chex.assert_max_traces
+    fn = functools.partial(
+        _KERNELS["mergekit"],
+        family=family,
+        normalize=normalize,
+        rescale=rescale,
+        out_dtype=out_dtype,
+    )
+    return jax.jit(fn)
+
+
+_KERNELS: dict[str, Callable] = {"mergekit": _mergekit_tensor}
+
+
+def clear_kernel_cache() -> None:
+    """Forget compiled kernels (tests that count traces)."""
+    _mergekit_jitted.cache_clear()
+
+
+def _needs_key(method: str) -> bool:
+    """Whether a jaxrec method draws random numbers (takes ``key``)."""
+    return bool(getattr(METHODS.get(method), "needs_key", method in ("dare", "dare_ties")))
+
+
+def _is_per_tensor(recipe: Recipe) -> bool:
+    if recipe.engine == "mergekit":
+        return True
+    if recipe.method in ("ties", "breadcrumbs"):
+        default = "model" if recipe.method == "ties" else "tensor"
+        return recipe.params.get("granularity", default) == "tensor"
+    return recipe.method in _PER_TENSOR
+
+
+def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.ndarray, list], Any]:
+    """``(index, name, base, finetuned_list) -> merged`` for a per-tensor recipe."""
+    root_key = jax.random.key(recipe.seed)
+    if recipe.engine == "jaxrec":
+        hp = dict(recipe.params)
+        random = _needs_key(recipe.method)
+
+        def run_jaxrec(i, name, base, fts):
+            extra = {"key": jax.random.fold_in(root_key, i)} if random else {}
+            out = merge_fn(recipe.method, **hp, **extra)({"t": base}, [{"t": f} for f in fts])
+            return out["t"].astype(out_dtype)
+
+        return run_jaxrec
+    family = MERGEKIT_METHODS[recipe.method]
+    p = recipe.params
+    kernel = _mergekit_jitted(
+        family, bool(p["normalize"]), bool(p.get("rescale", False)), np.dtype(out_dtype).name
+    )
+    weight_k = jnp.asarray([m.params["weight"] for m in recipe.models], _F32)
+    dens = [m.params.get("density", 1.0) for m in recipe.models]
+    gammas = [m.params.get("gamma", 0.0) for m in recipe.models]
+    density_k = jnp.asarray(dens, _F32)
+    lam = jnp.asarray(p.get("lambda", 1.0), _F32)
+    sparsify = family.sparsify if family is not None else None
+
+    def counts(n: int) -> tuple[np.ndarray, np.ndarray]:
+        hi, lo = [], []
+        for d, g in zip(dens, gammas):
+            if d >= 1.0 or sparsify not in ("magnitude", "magnitude_outliers"):
+                hi.append(n)
+                lo.append(0)
+            elif sparsify == "magnitude":
+                hi.append(max(1, int(d * n)))
+                lo.append(0)
+            else:  # keep ascending-order ranks [n_bot, n_bot + target) of |tau|
+                target, n_top = int(d * n), int(g * n)
+                n_bot = max(0, n - target - n_top)
+                hi.append(n - n_bot)
+                lo.append(n - n_bot - target)
+        return np.asarray(hi, np.int32)[:, None], np.asarray(lo, np.int32)[:, None]
+
+    def run_mergekit(i, name, base, fts):
+        k_hi, k_lo = counts(int(np.prod(base.shape, dtype=np.int64)))
+        key = jax.random.fold_in(root_key, i)
+        return kernel(base, tuple(fts), weight_k, k_hi, k_lo, density_k, lam, key)
+
+    return run_mergekit
+
+
+# ----------------------------------------------------------------------------- engine
+def _validate(readers: Sequence[hf.CheckpointReader], labels: Sequence[str]) -> None:
+    """One error listing every name present in only some inputs and every shape/dtype mismatch."""
+    ref = readers[0]
+    ref_names = set(ref.names())
+    problems = []
+    for r, label in zip(readers[1:], labels[1:]):
+        names = set(r.names())
+        missing, extra = sorted(ref_names - names), sorted(names - ref_names)
+        if missing:
+            problems.append(f"{label} ({r.path}) lacks {len(missing)}: {hf.describe(missing)}")
+        if extra:
+            problems.append(
+                f"{label} ({r.path}) has {len(extra)} not in {labels[0]}: {hf.describe(extra)}"
+            )
+        bad = [
+            f"{n}: {r.info(n)} vs {ref.info(n)}"
+            for n in ref.names()
+            if n in names and r.info(n) != ref.info(n)
+        ]
+        if bad:
+            problems.append(
+                f"{label} ({r.path}) differs in shape/dtype at {len(bad)}: " + "; ".join(bad[:10])
+            )
+    if problems:
+        raise MergeInputError(
+            f"the inputs do not match {labels[0]} ({ref.path}):\n  " + "\n  ".join(problems)
+        )
+
+
+@dataclasses.dataclass
+class MergeResult:
+    """What :func:`merge_checkpoints` wrote and how long it took."""
+
+    files: list[Path]
+    out: Path
+    tensors: int
+    float_tensors: int
+    params: int
+    input_bytes: int
+    seconds: float
+    streamed: bool
+    copied: list[str] = dataclasses.field(default_factory=list)
+
+
+def merge_checkpoints(
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    max_shard_size: str | int = "5GB",
+    single_file: bool | None = None,
+    recipe_source: str | None = None,
+) -> MergeResult:
+    """Merge the checkpoints of ``recipe`` into ``out``.
+
+    Args:
+      recipe: from :func:`load_recipe`, :func:`recipe_from_mergekit` or :func:`recipe_from_flags`.
+      out: a folder (HF layout: sharded safetensors, index, config and tokenizer files from the
+        base, ``merge_recipe.json``) or, if it ends in ``.safetensors``, one file holding every
+        tensor under the input names.
+      max_shard_size: folder outputs start a new shard above this size ("2GB", "500MB", bytes).
+      single_file: force the one-file form (default: ``out`` ends in ``.safetensors``).
+      recipe_source: the YAML text the recipe came from, written beside the weights as
+        ``mergekit_config.yml``.
+
+    Raises:
+      MergeInputError: inputs with differing names, shapes or dtypes, or non-float tensors that
+        differ between inputs (all listed in one message).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    single_file = out.suffix == ".safetensors" if single_file is None else single_file
+    labels, paths = [], []
+    if recipe.base is not None:
+        labels.append("base")
+        paths.append(recipe.base)
+    for i, m in enumerate(recipe.models):
+        labels.append(f"models[{i}]")
+        paths.append(m.path)
+    readers = [hf.open_checkpoint(p) for p in paths]
+    try:
+        return _merge_open(
+            recipe,
+            readers,
+            labels,
+            out,
+            hf.parse_size(max_shard_size),
+            single_file,
+            recipe_source,
+            t0,
+        )
+    finally:
+        for r in readers:
+            r.close()
+
+
+def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, recipe_source, t0):
+    _validate(readers, labels)
+    ref = readers[0]
+    merged_readers = readers[1:] if recipe.base is not None else readers
+    names = ref.names()
+    floats = [n for n in names if hf.is_float(ref.info(n).dtype)]
+    others = [n for n in names if n not in set(floats)]
+    # non-float tensors: equal in every input, copied from the base
+    differ = [
+        f"{n} ({labels[j]})"
+        for n in others
+        for j, r in enumerate(readers[1:], 1)
+        if not np.array_equal(r.get(n), ref.get(n))
+    ]
+    if differ:
+        raise MergeInputError(
+            "non-float tensors differ from the base (they are copied, not merged): "
+            + hf.describe(differ, 20)
+        )
+    out_dtype = {n: ref.info(n).dtype for n in names}
+    if recipe.dtype:
+        for n in floats:
+            out_dtype[n] = np.dtype(_DTYPES[recipe.dtype])
+    plan = [(n, hf.TensorInfo(ref.info(n).shape, out_dtype[n])) for n in names]
+    metadata = {"format": "pt"}
+    writer = hf.ShardedWriter(
+        out, plan, max_shard_bytes=max_shard_bytes, metadata=metadata, single_file=single_file
+    )
+    streamed = _is_per_tensor(recipe)
+    try:
+        if streamed:
+            fns = {}
+            for i, n in enumerate(names):
+                if n in set(others):
+                    writer.write(n, ref.get(n))
+                    continue
+                dt = out_dtype[n]
+                if dt not in fns:
+                    fns[dt] = _tensor_fn(recipe, dt)
+                merged = fns[dt](i, n, ref.get(n), [r.get(n) for r in merged_readers])
+                writer.write(n, np.asarray(merged))
+        else:
+            merged = _merge_whole(recipe, ref, merged_readers, floats)
+            for n in names:
+                value = (
+                    ref.get(n) if n not in merged else np.asarray(merged[n]).astype(out_dtype[n])
+                )
+                writer.write(n, value)
+        files = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    copied = []
+    if not single_file:
+        cfg_src = ref.folder
+        tok_src = recipe.tokenizer_source or ref.folder
+        if tok_src is not None and not tok_src.is_dir():
+            raise FileNotFoundError(f"tokenizer_source {tok_src} is not a folder")
+        copied = hf.copy_model_files(cfg_src, tok_src, out)
+        if recipe.dtype and (out / "config.json").is_file():
+            cfg = json.loads((out / "config.json").read_text())
+            for key in ("torch_dtype", "dtype"):
+                if key in cfg:
+                    cfg[key] = recipe.dtype
+            (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        (out / "merge_recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+        if recipe_source is not None:
+            (out / "mergekit_config.yml").write_text(recipe_source)
+    return MergeResult(
+        files=files,
+        out=out,
+        tensors=len(names),
+        float_tensors=len(floats),
+        params=sum(int(np.prod(ref.info(n).shape, dtype=np.int64)) for n in floats),
+        input_bytes=sum(r.nbytes for r in readers),
+        seconds=time.perf_counter() - t0,
+        streamed=streamed,
+        copied=copied,
+    )
+
+
+def _merge_whole(recipe, ref, merged_readers, floats) -> dict[str, Any]:
+    """Whole-model jaxrec methods (global top-k, PCB, ...): all float tensors in memory."""
+    base = {n: jnp.asarray(ref.get(n)) for n in floats}
+    fts = [{n: jnp.asarray(r.get(n)) for n in floats} for r in merged_readers]
+    hp = dict(recipe.params)
+    if _needs_key(recipe.method):
+        hp["key"] = jax.random.key(recipe.seed)
+    return merge(recipe.method, base, fts, **hp)
+
+
+def describe_methods() -> list[str]:
+    """One line per method with its hyper-parameters and defaults (``jaxrec merge --list``)."""
+    import inspect
+
+    lines = ["jaxrec methods (--method NAME --set key=value; per tensor when marked *):"]
+    for name in METHODS.names():
+        entry = METHODS.get(name)
+        if hasattr(entry, "hparams"):  # registry entries with hyper-parameter metadata
+            params = [f"{h.name}={h.default!r}" for h in entry.hparams]
+        else:
+            sig = inspect.signature(entry)
+            params = [
+                f"{p.name}={p.default!r}"
+                for p in sig.parameters.values()
+                if p.kind is p.KEYWORD_ONLY and p.name != "key"
+            ]
+        if _needs_key(name) and not any(p.startswith("seed=") for p in params):
+            params.append("seed=0")
+        star = "*" if _is_per_tensor(Recipe("jaxrec", name, None, ())) else " "
+        lines.append(f"  {star} {name}({', '.join(params)})")
+    lines.append("mergekit methods (--config merge.yml; all per tensor, mergekit's defaults):")
+    for name, fam in MERGEKIT_METHODS.items():
+        if fam is None:
+            per_model, glob = ["weight (required)"], ["normalize=True"]
+        else:
+            per_model = ["weight (required)", "density=1.0"]
+            if fam.sparsify == "magnitude_outliers":
+                per_model.append("gamma=0.01")
+            glob = [f"normalize={fam.normalize}", "lambda=1.0"]
+            if fam.sparsify:
+                glob.append(f"rescale={fam.rescale}")
+        lines.append(f"    {name}: models[].parameters {per_model}; parameters {glob}")
+    return lines
