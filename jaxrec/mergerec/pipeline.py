@@ -318,8 +318,6 @@ class Experiment:
         hparams = parse_hparams(cfg.merge_hparams)
         for method in cfg.merges:
             kw = dict(hparams.get(method, {}))
-            if method in ("dare", "dare_ties"):
-                kw.setdefault("key", jax.random.key(0))
             self._evaluate(method, merging.merge(method, base, models, **kw))
         if cfg.learned or cfg.lambdas:
             self.learned(base, models, self.teachers(finetuned))

@@ -4,76 +4,62 @@ Public API (DESIGN.md section 3)::
 
     merging.task_vector(finetuned, base)               # finetuned - base, leafwise
     merging.merge(method, base, finetuned, **hparams)  # registered method, validated + jitted
-    merging.METHODS                                    # Registry of method names
+    merging.METHODS                                    # registry: names -> MergeMethod entries
+    merging.describe()                                 # methods, hyper-parameters, papers
     merging.layer_groups(params)                       # "layer_<i>" per block, else "others"
+    merging.group_names(groups)                        # sorted distinct group names
     merging.combine(base, task_vectors, coefficients, groups=None)  # [K] or {group: [K]}
+    merging.stack(trees)                               # K pytrees -> leaves [K, ...]
+    merging.ties_task_vectors(tvs, density=0.2)        # TIES, disjoint mean folded in
 
-Extras: ``stack``/``unstack`` (task-vector stacks with a leading K axis), ``ties_task_vectors``
-(TIES with the disjoint mean folded in, for learned coefficients), ``merge_fn`` (the jitted
-core), ``top_k_masks``/``kth_largest`` (exact global top-k without sorting), ``check_compatible``.
+Everything else lives in the submodules: ``merging.methods`` (each method as a plain function
+on stacked task vectors, ``merge_fn``), ``merging.tree`` (validation, stacking, paths),
+``merging.topk`` (exact top-k without sorting), ``merging.registry`` (``HParam``,
+``MergeMethod``).
 
 References:
     Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023; Yadav et al.,
-    "TIES-Merging", NeurIPS 2023; and the papers named by each method.
+    "TIES-Merging", NeurIPS 2023; and the papers named by each method (``describe()``).
 """
 
-from jaxrec.merging.methods import (
-    METHODS,
-    breadcrumbs,
-    consensus,
-    dare,
-    dare_masks,
-    dare_ties,
-    localize_and_stitch,
-    merge,
-    merge_fn,
-    merge_stacked,
-    pcb,
-    task_arithmetic,
-    ties,
-    ties_task_vectors,
-    weight_average,
-)
-from jaxrec.merging.topk import kth_largest, top_k_masks
-from jaxrec.merging.tree import (
-    as_stacked,
-    check_compatible,
-    check_finite,
-    combine,
-    group_names,
-    layer_groups,
-    leaf_paths,
-    stack,
-    task_vector,
-    unstack,
-)
+import importlib as _importlib
+import warnings as _warnings
+
+from jaxrec.merging.methods import METHODS, merge, ties_task_vectors
+from jaxrec.merging.registry import describe
+from jaxrec.merging.tree import combine, group_names, layer_groups, stack, task_vector
 
 __all__ = [
     "METHODS",
-    "as_stacked",
-    "breadcrumbs",
-    "check_compatible",
-    "check_finite",
     "combine",
-    "consensus",
-    "dare",
-    "dare_masks",
-    "dare_ties",
+    "describe",
     "group_names",
-    "kth_largest",
     "layer_groups",
-    "leaf_paths",
-    "localize_and_stitch",
     "merge",
-    "merge_fn",
-    "merge_stacked",
-    "pcb",
     "stack",
-    "task_arithmetic",
     "task_vector",
-    "ties",
     "ties_task_vectors",
-    "top_k_masks",
-    "unstack",
-    "weight_average",
 ]
+
+# Names that were exported before the namespace shrank: still reachable, with a warning.
+_MOVED = {
+    "methods": (
+        "breadcrumbs consensus dare dare_masks dare_ties localize_and_stitch merge_fn "
+        "merge_stacked pcb task_arithmetic ties weight_average"
+    ),
+    "topk": "kth_largest top_k_masks",
+    "tree": "as_stacked check_compatible check_finite leaf_paths unstack",
+}
+_MOVED_TO = {n: mod for mod, names in _MOVED.items() for n in names.split()}
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO:
+        mod = f"jaxrec.merging.{_MOVED_TO[name]}"
+        _warnings.warn(
+            f"jaxrec.merging.{name} moved out of the public namespace; use {mod}.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(mod), name)
+    raise AttributeError(f"module 'jaxrec.merging' has no attribute {name!r}")

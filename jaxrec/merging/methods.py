@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.merging import topk
+from jaxrec.merging.registry import METHODS, SEED, HParam, density, register, scale
 from jaxrec.merging.tree import (
     PyTree,
     as_stacked,
@@ -27,9 +29,8 @@ from jaxrec.merging.tree import (
     check_finite,
     num_tasks,
 )
-from jaxrec.registry import Registry
 
-METHODS: Registry = Registry("merge method")
+__all__ = ["METHODS", "merge", "merge_fn", "ties_task_vectors"]
 
 _F32 = jnp.float32
 
@@ -84,15 +85,24 @@ def _sum_k(leaves_k: Sequence[jax.Array]) -> list[jax.Array]:
     return [_ksum(x) for x in leaves_k]
 
 
-def _register(name: str):
-    def deco(fn):
-        METHODS.register(name)(fn)
-        return fn
+_GRANULARITY = HParam(
+    "granularity",
+    "model",
+    "top-k over the whole model ('model', MergeRec) or per tensor ('tensor', mergekit)",
+    kind=str,
+    choices=("model", "tensor"),
+)
+_DARE = (
+    "Language Models are Super Mario: Absorbing Abilities from Homologous Models as a Free Lunch"
+)
 
-    return deco
 
-
-@_register("weight_average")
+@register(
+    "weight_average",
+    paper="Model soups: averaging weights of multiple fine-tuned models improves accuracy "
+    "without increasing inference time",
+    url="https://arxiv.org/abs/2203.05482",
+)
 def weight_average(base: PyTree, tvs: PyTree) -> PyTree:
     """Uniform average of the fine-tuned models: ``base + mean_k tau_k``.
 
@@ -102,7 +112,12 @@ def weight_average(base: PyTree, tvs: PyTree) -> PyTree:
     return _finish(base, [_ksum(x) / x.shape[0] for x in _leaves32(tvs)], 1.0)
 
 
-@_register("task_arithmetic")
+@register(
+    "task_arithmetic",
+    paper="Editing Models with Task Arithmetic",
+    url="https://arxiv.org/abs/2212.04089",
+    hparams=[scale(0.4)],
+)
 def task_arithmetic(base: PyTree, tvs: PyTree, *, scale: float = 0.4) -> PyTree:
     """``base + scale * sum_k tau_k``.
 
@@ -153,7 +168,12 @@ def _ties_fold_flat(leaves, density, granularity) -> jax.Array:
     return _elect_disjoint([jnp.where(mask, flat, 0.0)])[0]
 
 
-@_register("ties")
+@register(
+    "ties",
+    paper="TIES-Merging: Resolving Interference When Merging Models",
+    url="https://arxiv.org/abs/2306.01708",
+    hparams=[density(0.2), scale(1.0), _GRANULARITY],
+)
 def ties(
     base: PyTree,
     tvs: PyTree,
@@ -201,7 +221,13 @@ def _dare_drop(tvs: PyTree, density: float, key: jax.Array) -> list[jax.Array]:
     return [jnp.where(m, x / density, 0.0) for m, x in zip(keep, _leaves32(tvs))]
 
 
-@_register("dare")
+@register(
+    "dare",
+    paper=_DARE,
+    url="https://arxiv.org/abs/2311.03099",
+    hparams=[density(0.2, "keep probability of each entry"), scale(0.4), SEED],
+    needs_key=True,
+)
 def dare(
     base: PyTree, tvs: PyTree, *, density: float = 0.2, scale: float = 0.4, key=None
 ) -> PyTree:
@@ -216,7 +242,13 @@ def dare(
     return _finish(base, _sum_k(_dare_drop(tvs, density, key)), scale)
 
 
-@_register("dare_ties")
+@register(
+    "dare_ties",
+    paper=_DARE,
+    url="https://arxiv.org/abs/2311.03099",
+    hparams=[density(0.2, "keep probability of each entry"), scale(1.0), SEED],
+    needs_key=True,
+)
 def dare_ties(
     base: PyTree, tvs: PyTree, *, density: float = 0.2, scale: float = 1.0, key=None
 ) -> PyTree:
@@ -230,7 +262,24 @@ def dare_ties(
     return _finish(base, _sum_k(_elect_disjoint(dropped)), scale)
 
 
-@_register("breadcrumbs")
+@register(
+    "breadcrumbs",
+    paper="Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks",
+    url="https://arxiv.org/abs/2312.06795",
+    hparams=[
+        density(0.2, "fraction kept after the outliers"),
+        HParam(
+            "gamma",
+            0.01,
+            "fraction of largest-magnitude outliers dropped",
+            high=1.0,
+            low=0.0,
+            high_open=True,
+        ),
+        scale(0.4),
+        dataclasses.replace(_GRANULARITY, default="tensor"),
+    ],
+)
 def breadcrumbs(
     base: PyTree,
     tvs: PyTree,
@@ -268,7 +317,16 @@ def breadcrumbs(
     return _finish(base, _sum_k(kept), scale)
 
 
-@_register("consensus")
+@register(
+    "consensus",
+    paper="Localizing Task Information for Improved Model Merging and Compression",
+    url="https://arxiv.org/abs/2405.07813",
+    hparams=[
+        HParam("k", 2, "keep entries selected by at least k TALL masks", kind=int, low=0),
+        HParam("lam", 0.4, "TALL mask threshold lambda", low=0.0),
+        scale(0.4),
+    ],
+)
 def consensus(
     base: PyTree,
     tvs: PyTree,
@@ -309,7 +367,23 @@ def _minmax(leaves: Sequence[jax.Array], lo_k=None, hi_k=None) -> list[jax.Array
     return [(x - bc(lo_k, x)) / bc(den, x) for x in leaves]
 
 
-@_register("pcb")
+@register(
+    "pcb",
+    paper="Parameter Competition Balancing for Model Merging",
+    url="https://arxiv.org/abs/2410.02396",
+    hparams=[
+        HParam("ratio", 0.1, "fraction of entries kept by score", low=0.0, high=1.0, low_open=True),
+        scale(1.0),
+        HParam(
+            "clip_ratio",
+            1e-4,
+            "quantile clipped at each end of |tau|",
+            low=0.0,
+            high=0.5,
+            high_open=True,
+        ),
+    ],
+)
 def pcb(
     base: PyTree,
     tvs: PyTree,
@@ -359,7 +433,12 @@ def pcb(
     return _finish(base, topk.split(merged_p, orig), scale)
 
 
-@_register("localize_and_stitch")
+@register(
+    "localize_and_stitch",
+    paper="Localize-and-Stitch: Efficient Model Merging via Sparse Task Arithmetic",
+    url="https://arxiv.org/abs/2408.13656",
+    hparams=[density(0.1), scale(1.0)],
+)
 def localize_and_stitch(
     base: PyTree, tvs: PyTree, *, density: float = 0.1, scale: float = 1.0
 ) -> PyTree:
@@ -393,7 +472,7 @@ def _stacked_tvs(base: PyTree, finetuned: Sequence[PyTree]) -> PyTree:
 
 @functools.lru_cache(maxsize=128)
 def _jitted(method: str, hparams: tuple[tuple[str, Any], ...]):
-    fn = METHODS.get(method)
+    fn = METHODS.get(method).fn
     static = dict(hparams)
 
     @jax.jit
@@ -407,15 +486,12 @@ def _jitted(method: str, hparams: tuple[tuple[str, Any], ...]):
 def merge_fn(method: str, **hparams):
     """Jitted ``(base, finetuned_list) -> merged`` for one method and hyper-parameters.
 
-    Compiled once per (method, hyper-parameters, input shapes); ``key`` (for DARE) is a traced
-    argument, so new keys do not recompile. No input validation (``merge`` does that).
+    The hyper-parameters are validated against the registry (see ``merge``). Compiled once per
+    (method, hyper-parameters, input shapes); the PRNG key (``key=`` or ``seed=``) is a traced
+    argument, so new keys do not recompile. The inputs are not checked (``merge`` does that).
     """
-    METHODS.get(method)  # unknown names fail here, listing the known ones
-    key = hparams.pop("key", None)
-    try:
-        run = _jitted(method, tuple(sorted(hparams.items())))
-    except TypeError as e:  # unhashable hyper-parameter
-        raise TypeError(f"hyper-parameters of {method!r} must be hashable: {e}") from None
+    static, key = METHODS.lookup(method).resolve(hparams)
+    run = _jitted(method, tuple(sorted(static.items())))
     return lambda base, finetuned: run(base, list(finetuned), key)
 
 
@@ -430,22 +506,27 @@ def merge(
     """Merge fine-tuned models into one with a registered method.
 
     Args:
-      method: a name in ``METHODS`` (e.g. "task_arithmetic", "ties").
+      method: a name in ``METHODS`` (e.g. "task_arithmetic", "ties"; ``describe()`` lists them
+        with their hyper-parameters).
       base: the pre-trained parameters (pytree of float arrays).
       finetuned: K >= 1 fine-tuned parameter pytrees with the structure, shapes and dtypes of
         ``base``.
       check_values: reject NaN/inf leaves (one extra pass over the inputs).
-      **hparams: the method's hyper-parameters (see its docstring); ``key`` for DARE methods.
+      **hparams: the method's hyper-parameters (unset ones take the registry's defaults). A
+        method that draws random numbers (``needs_key``: DARE) takes ``seed=<int>`` (default
+        0) or ``key=jax.random.key(...)``.
 
     Returns:
       The merged parameters, same structure and dtypes as ``base``.
 
     Raises:
-      KeyError: unknown method (the message lists the known ones).
-      ValueError: empty ``finetuned``; mismatched structures/shapes/dtypes (differing paths are
-        listed); NaN/inf values; hyper-parameters out of range (e.g. density outside (0, 1]).
+      ValueError: unknown method (the message lists the known ones); unknown or out-of-range
+        hyper-parameters (the message names the method, the key and the allowed values); empty
+        ``finetuned``; mismatched structures/shapes/dtypes (differing paths are listed);
+        NaN/inf values.
+      TypeError: non-float leaves, or ``finetuned`` not a list.
     """
-    fn = METHODS.get(method)
+    run = merge_fn(method, **hparams)
     if isinstance(finetuned, dict) or not isinstance(finetuned, Sequence):
         raise TypeError(f"finetuned must be a list of pytrees, got {type(finetuned).__name__}")
     finetuned = list(finetuned)
@@ -458,8 +539,7 @@ def merge(
         check_finite(base, "base")
         for i, f in enumerate(finetuned):
             check_finite(f, f"finetuned[{i}]")
-    del fn
-    return merge_fn(method, **hparams)(base, finetuned)
+    return run(base, finetuned)
 
 
 def merge_stacked(method: str, base: PyTree, tvs: PyTree, **hparams) -> PyTree:

@@ -1,5 +1,8 @@
 """Merge methods vs independent numpy references, plus algebraic properties (hypothesis)."""
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import merging_ref as ref
@@ -11,6 +14,7 @@ from merging_ref import flat, unflat
 from merging_trees import K, make_models
 
 from jaxrec import merging
+from jaxrec.merging import methods, tree
 
 ATOL = 2e-6
 # One hyper-parameter set per method: the reference tests and the structure test share compiles.
@@ -101,31 +105,46 @@ def test_folded_ties_vectors_sum_to_ties(models):
     assert jax.tree.leaves(folded)[0].shape[0] == K
     got = merging.combine(base, folded, jnp.ones(K))  # all coefficients 1 -> standard TIES
     _close(got, _expect(base, ref.ties(_tvs_kp(base, fts), 0.3, _sizes(base, "model"))))
-    _close(fold(merging.as_stacked(tvs, base)), jax.tree.map(np.asarray, folded))
+    _close(fold(tree.as_stacked(tvs, base)), jax.tree.map(np.asarray, folded))
 
 
 @pytest.mark.parametrize("method", ["dare", "dare_ties"])
-def test_dare(models, method):
+def test_dare(models, method, monkeypatch):
     base, fts = models
     key = jax.random.key(3)
     tv = _tvs_kp(base, fts)
     stacked_like = jax.tree.map(lambda x: np.zeros((K,) + x.shape, np.float32), base)
-    keep = flat(jax.tree.leaves(merging.dare_masks(stacked_like, 0.5, key)), K).astype(bool)
+    keep = flat(jax.tree.leaves(methods.dare_masks(stacked_like, 0.5, key)), K).astype(bool)
     dropped = np.where(keep, tv / 0.5, 0.0)
     delta = dropped.sum(0) if method == "dare" else ref.disjoint_mean(dropped)
-    got = merging.merge(method, base, fts, **REF_HP[method], key=key)
-    _close(got, _expect(base, delta, 0.8), atol=1e-5)
-    assert 0.3 < keep.mean() < 0.7
-    # a new key does not recompile
-    merging.merge(method, base, fts, **REF_HP[method], key=jax.random.key(4))
-    run = merging.methods._jitted(method, (("density", 0.5), ("scale", 0.8)))
-    assert run._cache_size() == 1
+    # the method is traced once: new keys and seeds are arguments, not recompiles
+    spec = merging.METHODS.get(method)
+    traced_once = dataclasses.replace(spec, fn=chex.assert_max_traces(spec.fn, n=1))
+    monkeypatch.setitem(merging.METHODS._items, method, traced_once)
+    methods._jitted.cache_clear()
+    try:
+        got = merging.merge(method, base, fts, **REF_HP[method], key=key)
+        _close(got, _expect(base, delta, 0.8), atol=1e-5)
+        assert 0.3 < keep.mean() < 0.7
+        by_seed = merging.merge(method, base, fts, **REF_HP[method], seed=3)
+        _close(by_seed, jax.tree.map(np.asarray, got), atol=0)  # seed=s is key(s)
+        other = merging.merge(method, base, fts, **REF_HP[method], seed=4)
+        assert any(
+            not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(got))
+        )
+    finally:
+        methods._jitted.cache_clear()
 
 
-def test_dare_needs_key(models):
+def test_dare_seed_defaults_to_zero_and_rejects_both(models):
     base, fts = models
-    with pytest.raises(ValueError, match="key"):
-        merging.merge("dare", base, fts)
+    a = merging.merge("dare", base, fts, **REF_HP["dare"])
+    b = merging.merge("dare", base, fts, **REF_HP["dare"], key=jax.random.key(0))
+    _close(a, jax.tree.map(np.asarray, b), atol=0)
+    with pytest.raises(ValueError, match="'dare'.*seed or key"):
+        merging.merge("dare", base, fts, seed=1, key=jax.random.key(1))
+    with pytest.raises(ValueError, match="needs key"):  # the plain function still needs one
+        methods.dare(base, merging.stack([merging.task_vector(f, base) for f in fts]))
 
 
 def test_breadcrumbs(models):
@@ -189,7 +208,7 @@ def test_task_arithmetic_is_linear(seed, a, s):
     t1 = merging.stack([merging.task_vector(f, base) for f in fts])
     t2 = merging.stack([merging.task_vector(f, base) for f in fts2])
     zero = jax.tree.map(jnp.zeros_like, base)
-    ta = lambda t: merging.task_arithmetic(zero, t, scale=s)
+    ta = lambda t: methods.task_arithmetic(zero, t, scale=s)
     lhs = ta(jax.tree.map(lambda x, y: a * x + y, t1, t2))
     rhs = jax.tree.map(lambda x, y: a * x + y, ta(t1), ta(t2))
     _close(lhs, jax.tree.map(np.asarray, rhs), atol=1e-5)

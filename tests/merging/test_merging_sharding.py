@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 from merging_trees import make_models
 
 from jaxrec import merging
+from jaxrec.merging import topk
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,6 @@ def test_sharded_equals_single_device(sharded, method, hp):
 
 def test_sharded_masks_identical(sharded):
     _, tvs, _, tvs_s = sharded
-    fn = jax.jit(lambda t: merging.top_k_masks(jax.tree.leaves(t), 0.2))
+    fn = jax.jit(lambda t: topk.top_k_masks(jax.tree.leaves(t), 0.2))
     for a, b in zip(fn(tvs), fn(tvs_s)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

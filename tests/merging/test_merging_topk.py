@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from merging_ref import flat, topk_mask
 
-from jaxrec.merging import kth_largest, top_k_masks
+from jaxrec.merging.topk import kth_largest, top_k_masks
 
 SHAPES = [(3, 5, 7), (3, 11), (3, 4, 3, 2), (3, 300)]
 SIZES = [35, 11, 24, 300]
