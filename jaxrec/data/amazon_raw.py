@@ -17,6 +17,11 @@ Interactions then go through :func:`jaxrec.data.domain.from_interactions`: items
 record are dropped (``require_meta``), duplicates (same user and item) keep the earliest review,
 iterative k-core (default 5), chronological order (ties in file order), leave-one-out.
 
+Accepted input, line by line (anything else raises :class:`~jaxrec.data.errors.DataError` naming
+``file:line``): blank lines are skipped; duplicate lines are harmless (de-duplicated as above); a
+review needs its user, item and a finite timestamp; a meta record needs its item id, and a missing,
+null or empty title/brand/category becomes ``""``; gzip damage and non-UTF-8 bytes are errors.
+
 References: McAuley et al. (SIGIR 2015) / Ni et al. (EMNLP 2019) / Hou et al. (2024) Amazon review
 data; RecFormer (KDD 2023) and MergeRec (KDD 2026) preprocessing.
 """
@@ -26,11 +31,14 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import math
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from jaxrec.data.domain import Domain, from_interactions
+from jaxrec.data.errors import DataError
 
 ATTRIBUTES = ("title", "brand", "category")
 _SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
@@ -39,95 +47,149 @@ _SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 def read_lines(path: str | os.PathLike, literal_ok: bool = False) -> Iterator[tuple[int, dict]]:
     """Stream ``(line_number, record)`` from a JSON-lines file (``.gz`` or plain).
 
+    Blank lines are skipped; lines end at ``\\n`` only.
+
     Args:
         path: the file.
         literal_ok: also accept python-literal lines (2014 meta files).
 
     Raises:
-        ValueError: ``"<file>:<line>: ..."`` for a line that is not an object.
+        DataError: ``"<file>:<line>: ..."`` for a line that is not UTF-8, not an object, or a
+            damaged gzip stream.
     """
     path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    lineno = 0
+    with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
+        lines = enumerate(f, 1)
+        while True:
             try:
-                if literal_ok and line.lstrip().startswith("{'"):  # 2014 meta: python literal
-                    record = ast.literal_eval(line.strip())
-                else:
-                    record = json.loads(line)
-            except json.JSONDecodeError as err:
-                if not literal_ok:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
-                record = _literal(line, f"{path}:{lineno}")
-            except (ValueError, SyntaxError) as err:
-                raise ValueError(f"{path}:{lineno}: malformed line ({err})") from None
+                lineno, raw = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as err:  # damaged gzip stream
+                raise DataError(
+                    f"{path}:{lineno + 1}: unreadable ({type(err).__name__}: {err})"
+                ) from None
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise DataError(f"{where}: not UTF-8 text (byte {err.start})") from None
+            if not line:
+                continue
+            record = _parse_line(line, where, literal_ok)
             if not isinstance(record, dict):
-                raise ValueError(
-                    f"{path}:{lineno}: expected an object, got {type(record).__name__}"
-                )
+                raise DataError(f"{where}: expected an object, got {type(record).__name__}")
             yield lineno, record
 
 
-def _literal(line: str, where: str):
+_LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError, RecursionError)
+
+
+def _parse_line(line: str, where: str, literal_ok: bool):
+    if literal_ok and line.startswith("{'"):  # 2014 meta: python literal
+        try:
+            return ast.literal_eval(line)
+        except _LITERAL_ERRORS as err:
+            raise DataError(f"{where}: malformed line ({type(err).__name__}: {err})") from None
     try:
-        return ast.literal_eval(line.strip())
-    except (ValueError, SyntaxError) as err:
-        raise ValueError(f"{where}: malformed line ({err})") from None
+        return json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as err:
+        if not literal_ok:
+            msg = getattr(err, "msg", type(err).__name__)
+            raise DataError(f"{where}: malformed JSON line ({msg})") from None
+    try:
+        return ast.literal_eval(line)
+    except _LITERAL_ERRORS as err:
+        raise DataError(f"{where}: malformed line ({type(err).__name__}: {err})") from None
 
 
 def _field(record: dict, names: tuple[str, ...], where: str):
     for name in names:
         if name in record:
             return record[name]
-    raise ValueError(f"{where}: missing field {' / '.join(names)}")
+    raise DataError(f"{where}: missing field {' / '.join(names)}")
+
+
+def _key(value, name: str, where: str) -> str:
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return str(value)
+    raise DataError(f"{where}: field {name} must be a string, got {type(value).__name__}")
+
+
+def _time(value, name: str, where: str) -> float:
+    try:
+        t = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        t = math.nan
+    if not math.isfinite(t):
+        raise DataError(f"{where}: field {name} = {str(value)[:40]!r} is not a finite number")
+    return t
 
 
 def read_reviews(path: str | os.PathLike) -> tuple[list[str], list[str], list[float]]:
-    """Users, items and timestamps (seconds) of every review line, in file order."""
+    """Users, items and timestamps (seconds) of every review line, in file order.
+
+    Rules: user and item ids are strings (numbers are written as text); timestamps are finite
+    numbers (2023: milliseconds); a repeated line is kept here and de-duplicated later (a
+    repeated (user, item) pair keeps its earliest review).
+    """
     users, items, times = [], [], []
     for lineno, rec in read_lines(path):
         where = f"{path}:{lineno}"
         if "user_id" in rec:  # 2023
-            user, item = rec["user_id"], _field(rec, ("parent_asin", "asin"), where)
-            t = float(_field(rec, ("timestamp",), where)) / 1000.0
+            user = _key(rec["user_id"], "user_id", where)
+            item = _key(_field(rec, ("parent_asin", "asin"), where), "parent_asin", where)
+            t = _time(_field(rec, ("timestamp",), where), "timestamp", where) / 1000.0
         else:  # 2014 / 2018
-            user, item = (
-                _field(rec, ("reviewerID", "user_id"), where),
-                _field(rec, ("asin",), where),
-            )
-            t = float(_field(rec, ("unixReviewTime",), where))
-        users.append(str(user))
-        items.append(str(item))
+            user = _key(_field(rec, ("reviewerID",), where), "reviewerID", where)
+            item = _key(_field(rec, ("asin",), where), "asin", where)
+            t = _time(_field(rec, ("unixReviewTime",), where), "unixReviewTime", where)
+        users.append(user)
+        items.append(item)
         times.append(t)
     return users, items, times
+
+
+def _text(value) -> str:
+    """Item text: strings stripped, lists joined by spaces (nested too), None -> "", else str."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (list, tuple)):
+        return " ".join(t for t in (_text(v) for v in value) if t)
+    return str(value).strip()
 
 
 def _category(rec: dict) -> str:
     if "categories" in rec:  # 2014: list of paths; 2023: one path
         cats = rec["categories"] or []
-        path = cats[0] if cats and isinstance(cats[0], list) else cats
-        if not path and rec.get("main_category"):
-            path = [rec["main_category"]]
+        path = cats[0] if isinstance(cats, list) and cats and isinstance(cats[0], list) else cats
+        if not _text(path) and rec.get("main_category"):
+            path = rec["main_category"]
     else:  # 2018
-        path = rec.get("category") or []
-    if isinstance(path, str):
-        return path.strip()
-    return " ".join(str(c).strip() for c in path if str(c).strip())
+        path = rec.get("category")
+    return _text(path)
 
 
 def read_meta(path: str | os.PathLike, keep: set[str] | None = None) -> dict[str, dict[str, str]]:
-    """``{item: {"title", "brand", "category"}}`` for items in ``keep`` (all when None)."""
+    """``{item: {"title", "brand", "category"}}`` for items in ``keep`` (all when None).
+
+    Rules: a missing, null or empty title (brand, category) gives ``""`` and the item is kept
+    (``require_meta`` needs a record, not a title); list values are joined by spaces; when an
+    item has several records the last one wins.
+    """
     out: dict[str, dict[str, str]] = {}
     for lineno, rec in read_lines(path, literal_ok=True):
-        item = str(_field(rec, ("parent_asin", "asin"), f"{path}:{lineno}"))
+        where = f"{path}:{lineno}"
+        item = _key(_field(rec, ("parent_asin", "asin"), where), "asin", where)
         if keep is not None and item not in keep:
             continue
         brand = rec.get("brand") if "brand" in rec else rec.get("store")
         out[item] = {
-            "title": str(rec.get("title") or "").strip(),
-            "brand": str(brand or "").strip(),
+            "title": _text(rec.get("title")),
+            "brand": _text(brand),
             "category": _category(rec),
         }
     return out
@@ -170,7 +232,8 @@ def load_amazon_raw(
         require_meta: drop reviews of items that have no meta record.
 
     Raises:
-        ValueError: malformed line (``file:line``) or a domain left empty after filtering.
+        FileNotFoundError: a file is missing.
+        DataError: malformed line (``file:line``) or a domain left empty after filtering.
     """
     path = Path(path)
     if path.is_dir():
@@ -184,6 +247,9 @@ def load_amazon_raw(
     users, items, times = read_reviews(reviews_path)
     item_text = read_meta(meta_path, keep=set(items))
     name = name or meta_path.name.removeprefix("meta_").split(".")[0]
-    return from_interactions(
-        name, users, items, times, item_text, ATTRIBUTES, k=k, require_text=require_meta
-    )
+    try:
+        return from_interactions(
+            name, users, items, times, item_text, ATTRIBUTES, k=k, require_text=require_meta
+        )
+    except DataError as err:  # empty after filtering: name the files
+        raise DataError(f"{reviews_path} (meta {meta_path.name}): {err}") from None

@@ -13,6 +13,12 @@ out. The default groups cover every genre except ``unknown``:
 * ``Comedy``: Comedy, Children's, Animation, Musical, Romance
 * ``Drama``: Drama, Documentary, Film-Noir, Horror, Mystery, Fantasy
 
+Accepted input: blank lines are skipped; a repeated ``.item`` row keeps the first; interactions
+of movies absent from ``.item`` are dropped (they belong to no domain); repeated interactions
+keep the earliest; an empty or missing title/year becomes ``""``. A wrong field count, a missing
+field or a timestamp that is not a finite number raises
+:class:`~jaxrec.data.errors.DataError` naming ``file:line``.
+
 Every rating is an implicit interaction. Each domain re-numbers its users (the same person may
 appear in several domains, but id spaces are disjoint) and goes through
 :func:`jaxrec.data.domain.from_interactions` (de-dup, k-core, chronological with ties in file order,
@@ -33,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxrec.data.domain import Domain, from_interactions
+from jaxrec.data.errors import DataError
 
 ATTRIBUTES = ("title", "year", "genres")
 GENRE_DOMAINS: dict[str, tuple[str, ...]] = {
@@ -49,30 +56,62 @@ _PACKAGES = {
 def read_atomic(path: str | os.PathLike) -> dict[str, list[str]]:
     """Columns of a RecBole atomic file, keyed by field name without the ``:type`` suffix.
 
+    Blank lines are skipped; undecodable bytes become U+FFFD. The ``"_line"`` entry holds each
+    row's line number (for error messages).
+
     Raises:
-        ValueError: ``"<file>:<line>: ..."`` when a line has the wrong number of fields.
+        DataError: ``"<file>:<line>: ..."`` for a bad header or a line with the wrong number of
+            fields.
     """
     path = Path(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        header = f.readline().rstrip("\n").split("\t")
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+        header = f.readline().rstrip("\r\n").split("\t")
         names = [h.split(":")[0] for h in header]
-        if not header or not all(":" in h for h in header):
-            raise ValueError(f"{path}:1: header must be name:type fields, got {header}")
+        if not all(":" in h and h.split(":")[0] for h in header):
+            raise DataError(f"{path}:1: header must be name:type fields, got {header}")
+        if len(set(names)) != len(names):
+            raise DataError(f"{path}:1: repeated field names in {names}")
         cols: list[list[str]] = [[] for _ in names]
+        line_numbers: list[int] = []
         lineno = 1
         while chunk := list(itertools.islice(f, 65536)):  # streaming, one chunk at a time
-            rows = [line.rstrip("\n").split("\t") for line in chunk]
+            rows = [line.rstrip("\r\n").split("\t") for line in chunk]
             bad = next((i for i, r in enumerate(rows) if len(r) != len(names) and r != [""]), None)
             if bad is not None:
-                raise ValueError(
+                raise DataError(
                     f"{path}:{lineno + bad + 1}: expected {len(names)} tab-separated fields, "
                     f"got {len(rows[bad])}"
                 )
-            rows = [r for r in rows if r != [""]]
-            for col, values in zip(cols, zip(*rows)):
+            keep = [i for i, r in enumerate(rows) if r != [""]]
+            for col, values in zip(cols, zip(*(rows[i] for i in keep))):
                 col.extend(values)
+            line_numbers.extend(lineno + 1 + i for i in keep)
             lineno += len(chunk)
-    return dict(zip(names, cols))
+    return {**dict(zip(names, cols)), "_line": line_numbers}
+
+
+def _require(columns: dict, names: tuple[str, ...], path: Path) -> None:
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise DataError(f"{path}:1: header lacks fields {missing}")
+
+
+def _finite_floats(columns: dict, name: str, path: Path) -> np.ndarray:
+    values = columns[name]
+    try:
+        out = np.asarray(values, np.float64)
+    except ValueError:
+        out = np.full(len(values), np.nan)
+    if np.isfinite(out).all():
+        return out
+    for i, v in enumerate(values):  # find the first bad value for the message
+        try:
+            out[i] = float(v)
+        except ValueError:
+            out[i] = np.nan
+        if not np.isfinite(out[i]):
+            raise DataError(f"{path}:{columns['_line'][i]}: {name} {v[:40]!r} is not a number")
+    return out
 
 
 def find_movielens(name: str = "ml-100k") -> Path:
@@ -120,22 +159,30 @@ def load_movielens(
         One :class:`~jaxrec.data.domain.Domain` per genre group, in the given order.
 
     Raises:
-        ValueError: a malformed line (``file:line``) or a domain left empty after filtering.
+        FileNotFoundError: a file is missing.
+        DataError: a malformed line (``file:line``), a missing field, a timestamp that is not a
+            finite number, or a domain left empty after filtering.
     """
     folder = Path(source) if Path(source).is_dir() else find_movielens(str(source))
     inter_files = sorted(folder.glob("*.inter"))
     if len(inter_files) != 1:
         raise FileNotFoundError(f"{folder}: expected one *.inter file, found {len(inter_files)}")
     stem = inter_files[0].stem
-    items = read_atomic(folder / f"{stem}.item")
-    inter = read_atomic(inter_files[0])
-    groups = dict(genres) if isinstance(genres, Mapping) else {g: (g,) for g in genres}
+    item_path, inter_path = folder / f"{stem}.item", inter_files[0]
+    items = read_atomic(item_path)
+    inter = read_atomic(inter_path)
     genre_col = "class" if "class" in items else "genre"
+    _require(items, ("item_id", "movie_title", "release_year", genre_col), item_path)
+    _require(inter, ("user_id", "item_id", "timestamp"), inter_path)
+    times_all = _finite_floats(inter, "timestamp", inter_path)
+    groups = dict(genres) if isinstance(genres, Mapping) else {g: (g,) for g in genres}
     text: dict[str, dict[str, str]] = {}
     domain_of: dict[str, str] = {}
     for key, title, year, gen in zip(
         items["item_id"], items["movie_title"], items["release_year"], items[genre_col]
     ):
+        if key in text:  # a repeated item row: the first one wins
+            continue
         movie_genres = gen.split()
         text[key] = {"title": title.strip(), "year": _year(year), "genres": " ".join(movie_genres)}
         for dom, members in groups.items():
@@ -143,17 +190,25 @@ def load_movielens(
                 domain_of[key] = dom
                 break
     dom_names = list(groups)
-    dom_of_inter = np.array([dom_names.index(domain_of.get(i, "")) if i in domain_of else -1
-                             for i in inter["item_id"]])  # fmt: skip
+    dom_of_inter = np.array([dom_names.index(domain_of[i]) if i in domain_of else -1
+                             for i in inter["item_id"]], np.int64)  # fmt: skip
     users, item_ids = np.asarray(inter["user_id"], object), np.asarray(inter["item_id"], object)
-    times = np.asarray(inter["timestamp"], dtype=np.float64)
-    columns = {}
+    out = []
     for d, dom in enumerate(dom_names):
         sel = np.flatnonzero(dom_of_inter == d)
-        columns[dom] = (users[sel].tolist(), item_ids[sel].tolist(), times[sel])
-    return [
-        from_interactions(
-            f"{stem}-{dom}", users, its, times, text, ATTRIBUTES, k=k, require_text=True
-        )
-        for dom, (users, its, times) in columns.items()
-    ]
+        try:
+            out.append(
+                from_interactions(
+                    f"{stem}-{dom}",
+                    users[sel].tolist(),
+                    item_ids[sel].tolist(),
+                    times_all[sel],
+                    text,
+                    ATTRIBUTES,
+                    k=k,
+                    require_text=True,
+                )
+            )
+        except DataError as err:  # empty after filtering: name the files
+            raise DataError(f"{inter_path} (items {item_path.name}): {err}") from None
+    return out

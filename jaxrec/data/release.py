@@ -5,10 +5,10 @@ A release is a folder (or a ``.tar.gz`` holding one folder) with ``train.json`` 
 ``smap.json`` (``{asin: item_id}``, contiguous ``0..N-1``), ``umap.json`` (``{reviewer_id:
 user_id}``) and ``meta_data.json`` (``{asin: {"title", "brand", "category"}}``). Archives are read
 member by member straight from the tar stream (nothing is extracted to disk); parsed domains are
-cached in-process keyed by (path, size and mtime of each file), so loading the same file twice is free.
+cached in-process keyed by (path, size and mtime of each file): loading the same file twice is free.
 
 What the reader accepts (every rejection is a :class:`~jaxrec.data.errors.DataError` naming the
-file and the key; a missing file is a ``FileNotFoundError``):
+file and the key; a file missing from a folder is a ``FileNotFoundError``):
 
 * **users missing from val.json / test.json** train as usual and are not evaluated on that split
   (``Domain.val`` / ``Domain.test`` hold ``NO_TARGET``); the counts are logged (INFO). This is
@@ -59,8 +59,9 @@ def is_release(path: str | os.PathLike) -> bool:
     return (path / "train.json").is_file()
 
 
-def _read_tar(path: Path) -> tuple[str, dict[str, object]]:
+def _read_tar(path: Path) -> tuple[str, dict[str, object], dict[str, str]]:
     found: dict[str, object] = {}
+    where: dict[str, str] = {}
     folders = set()
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -71,24 +72,26 @@ def _read_tar(path: Path) -> tuple[str, dict[str, object]]:
                 folders.add(os.path.dirname(member.name))
                 if base in found:
                     raise DataError(f"{path}: more than one {base} (members {sorted(folders)})")
-                found[base] = _parse(tar.extractfile(member).read(), f"{path}:{member.name}")
+                where[base] = f"{path}:{member.name}"
+                found[base] = _parse(tar.extractfile(member).read(), where[base])
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         raise DataError(
             f"{path}: not a readable tar archive ({type(err).__name__}: {err})"
         ) from None
     missing = [f for f in FILES if f not in found]
     if missing:
-        raise FileNotFoundError(f"{path}: archive lacks {', '.join(missing)}")
+        raise DataError(f"{path}: archive lacks {', '.join(missing)}")
     folder = next(iter(folders)) if len(folders) == 1 else ""
     name = os.path.basename(folder) or path.name.split(".")[0]
-    return name, found
+    return name, found, where
 
 
-def _read_folder(path: Path) -> tuple[str, dict[str, object]]:
+def _read_folder(path: Path) -> tuple[str, dict[str, object], dict[str, str]]:
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{path}: folder lacks {', '.join(missing)}")
-    return path.name, {f: _parse((path / f).read_bytes(), str(path / f)) for f in FILES}
+    where = {f: str(path / f) for f in FILES}
+    return path.name, {f: _parse((path / f).read_bytes(), where[f]) for f in FILES}, where
 
 
 class _Conflict(Exception):
@@ -146,8 +149,8 @@ def load_release(path: str | os.PathLike, name: str | None = None) -> Domain:
     key = (str(path.resolve()), name, *((s.st_size, s.st_mtime_ns) for s in stats))
     if key in _CACHE:
         return _CACHE[key]
-    folder_name, files = _read_tar(path) if path.is_file() else _read_folder(path)
-    domain = _build(name or folder_name, files, path)
+    folder_name, files, where = _read_tar(path) if path.is_file() else _read_folder(path)
+    domain = _build(name or folder_name, files, where)
     _CACHE[key] = domain
     return domain
 
@@ -175,14 +178,14 @@ def _text(value: object) -> str | None:
     return None
 
 
-def _build(name: str, files: dict, path: Path) -> Domain:
+def _build(name: str, files: dict, where: dict[str, str]) -> Domain:
     def error(fname: str, key: str, msg: str) -> DataError:
-        return DataError(f"{path}: {fname}[{key!r}]: {msg}")
+        return DataError(f"{where[fname]}[{key!r}]: {msg}")
 
     smap, umap, meta = files["smap.json"], files["umap.json"], files["meta_data.json"]
     num_items = len(smap)
     if num_items == 0:
-        raise DataError(f"{path}: smap.json has no items")
+        raise DataError(f"{where['smap.json']}: no items")
     item_keys = np.empty(num_items, dtype=object)
     for asin, idx in smap.items():
         if not (_is_id(idx) and 0 <= idx < num_items) or item_keys[idx] is not None:
@@ -198,7 +201,7 @@ def _build(name: str, files: dict, path: Path) -> Domain:
             raise error("train.json", key, f"same user as key {key_of[int(key)]!r}")
         key_of[int(key)] = key
     if not key_of:
-        raise DataError(f"{path}: train.json has no users")
+        raise DataError(f"{where['train.json']}: no users")
     user_of = {u: i for i, u in enumerate(sorted(key_of))}
     num_users = len(user_of)
     seqs: list = [None] * num_users
@@ -237,7 +240,7 @@ def _build(name: str, files: dict, path: Path) -> Domain:
             log.info(
                 "%s: %d of %d users in train.json have no %s entry: they train, they are not "
                 "evaluated on that split",
-                path,
+                name,
                 missing,
                 num_users,
                 fname,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxrec.data.errors import DataError
 from jaxrec.data.mdmt.columnar import (
     ColumnSink,
     count_lines,
@@ -61,6 +62,7 @@ AITM_FIELDS = tuple(
     "101 121 122 124 125 126 127 128 129 205 206 207 216 508 509 702 853 301".split()
 )
 DOMAIN_FIELD = "301"
+MAX_ID = 2**31 - 2  # sparse ids are stored as int32 after the +1 shift
 DOMAIN_NAMES = ("domain_0", "domain_1", "domain_2")
 TASKS = ("click", "purchase")
 
@@ -94,12 +96,12 @@ def _read_csv_layout(
     feat_names = tuple(f for f in sparse_names if keep_domain_field or f != DOMAIN_FIELD)
     sinks, max_id = {}, np.zeros(len(feat_names), np.int64)
     for split, path in files.items():
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
             header = f.readline().strip().split(",")
         want = ("click", "purchase", *sparse_names, *dense_names)
         missing = [c for c in want if c not in header]
         if missing:
-            raise ValueError(f"{path}:1: header lacks columns {missing}")
+            raise DataError(f"{path}:1: header lacks columns {missing}")
         col = {name: header.index(name) for name in header}
         sparse_idx = [col[n] for n in feat_names]
         dense_idx = [col[n] for n in dense_names]
@@ -116,24 +118,30 @@ def _read_csv_layout(
         )
         for line_no, vals in iter_csv_chunks(path, len(header), skip_header=True):
             sparse = vals[:, sparse_idx]
-            bad = np.nonzero(np.any((sparse < 0) | (sparse != np.floor(sparse)), axis=1))[0]
+            with np.errstate(invalid="ignore"):
+                bad = np.nonzero(
+                    np.any((sparse < 0) | (sparse != np.floor(sparse)) | (sparse > MAX_ID), axis=1)
+                )[0]
             labels = vals[:, [col["click"], col["purchase"]]]
             bad_lab = np.nonzero(np.any((labels != 0) & (labels != 1), axis=1))[0]
             dom = vals[:, col[DOMAIN_FIELD]]
-            bad_dom = np.nonzero((dom != np.floor(dom)) | (dom < 0))[0]
+            bad_dom = np.nonzero((dom != np.floor(dom)) | (dom < 0) | (dom > MAX_ID))[0]
+            dense = vals[:, dense_idx]
+            bad_dense = np.nonzero(~np.all(np.isfinite(dense), axis=1))[0]
             for rows, what in (
-                (bad, "a sparse id is negative or not an integer"),
+                (bad, f"a sparse id is negative, not an integer or above {MAX_ID}"),
                 (bad_lab, "click/purchase must be 0 or 1"),
                 (bad_dom, f"field {DOMAIN_FIELD} is not a domain id"),
+                (bad_dense, "a dense value is not a finite number"),
             ):
                 if rows.size:
-                    raise ValueError(f"{path}:{line_no + rows[0]}: {what}")
+                    raise DataError(f"{path}:{line_no + rows[0]}: {what}")
             sparse = sparse.astype(np.int64) + id_shift
             if sparse.size:
                 max_id = np.maximum(max_id, sparse.max(axis=0))
             sink.append(
                 sparse=sparse.astype(np.int32),
-                dense=vals[:, dense_idx].astype(np.float32),
+                dense=dense.astype(np.float32),
                 domain=dom.astype(np.int32),
                 labels=labels.astype(np.float32),
             )
@@ -143,7 +151,7 @@ def _read_csv_layout(
             dom = sink.arrays["domain"][: sink.n]
             if sink.n and (dom.min() < 1 or dom.max() > 3):
                 row = int(np.nonzero((dom < 1) | (dom > 3))[0][0])
-                raise ValueError(
+                raise DataError(
                     f"{files[split]}:{row + 2}: field {DOMAIN_FIELD} = {dom[row]}, "
                     "expected 1, 2 or 3"
                 )
@@ -211,11 +219,12 @@ def load_aliccp(
     )
 
 
-def _domains_by_size(counts: dict[int, int]) -> dict[int, int]:
+def _domains_by_size(counts: dict[int, int], where: object) -> dict[int, int]:
     """Maps the three field-301 values to domains by size: smallest -> 1, others by size -> 0, 2."""
     if len(counts) != 3:
-        raise ValueError(
-            f"expected 3 distinct field-{DOMAIN_FIELD} values (domains), got counts {counts}"
+        raise DataError(
+            f"{where}: expected 3 distinct field-{DOMAIN_FIELD} values (domains) in train, "
+            f"got counts {counts}"
         )
     by_size = sorted(counts, key=lambda v: counts[v])
     return {by_size[0]: 1, by_size[1]: 0, by_size[2]: 2}
@@ -236,7 +245,7 @@ def _remap_domains(
             )
             for v, c in zip(vals.tolist(), cnt.tolist()):
                 counts[v] = counts.get(v, 0) + c
-    mapping = _domains_by_size(counts)
+    mapping = _domains_by_size(counts, files.get("train", "train"))
     keys = np.asarray(sorted(mapping), np.int64)
     values = np.asarray([mapping[k] for k in sorted(mapping)], np.int32)
     for split, sink in sinks.items():
@@ -245,7 +254,7 @@ def _remap_domains(
             pos = np.clip(np.searchsorted(keys, dom), 0, len(keys) - 1)
             unknown = np.nonzero(keys[pos] != dom)[0]
             if unknown.size:
-                raise ValueError(
+                raise DataError(
                     f"{files.get(split, split)}: row {a + int(unknown[0]) + 1} has "
                     f"field {DOMAIN_FIELD} = {dom[unknown[0]]} not seen in train"
                 )
@@ -294,32 +303,36 @@ def _parse_features(
     (raw feature ids; the last entry of a field wins)."""
     entries = text.split("\x01") if text else []
     if expected is not None and len(entries) != expected:
-        raise ValueError(
+        raise DataError(
             f"{where}: num_features = {expected} but the feature list has {len(entries)} entries"
         )
     for entry in entries:
         field, sep, rest = entry.partition("\x02")
         feat, sep2, _ = rest.partition("\x03")
         if not sep or not sep2:
-            raise ValueError(
+            raise DataError(
                 f"{where}: malformed feature entry {entry[:60]!r} (want "
                 "field\\x02feature_id\\x03value)"
             )
         pos = fields.get(field)
         if pos is not None:
             try:
-                out[pos] = int(feat)
+                value = int(feat)
             except ValueError:
-                raise ValueError(
-                    f"{where}: feature id {feat!r} of field {field} is not an integer"
-                ) from None
+                value = -1
+            if not 0 <= value < 2**63:
+                raise DataError(
+                    f"{where}: feature id {feat[:30]!r} of field {field} is not an integer "
+                    "in [0, 2**63)"
+                )
+            out[pos] = value
 
 
 def _read_common(path: Path, fields: dict[str, int]) -> tuple[dict[str, int], np.ndarray]:
     """common_feature_index -> row, and raw ids [C, F] of the used fields (0 = absent)."""
     cap = count_lines(path)
     index, table = {}, np.zeros((cap, len(fields)), np.int64)
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if not line:
@@ -327,16 +340,24 @@ def _read_common(path: Path, fields: dict[str, int]) -> tuple[dict[str, int], np
             parts = line.split(",", 2)
             where = f"{path}:{line_no}"
             if len(parts) != 3:
-                raise ValueError(
+                raise DataError(
                     f"{where}: expected common_feature_index,num_features,"
                     f"feature_list, got {line[:80]!r}"
                 )
             try:
                 expected = int(parts[1])
             except ValueError:
-                raise ValueError(f"{where}: num_features {parts[1]!r} is not an integer") from None
+                raise DataError(f"{where}: num_features {parts[1]!r} is not an integer") from None
             row = len(index)
             _parse_features(parts[2], fields, table[row], where, expected)
+            if parts[0] in index:  # a repeated line is harmless, a conflicting one is not
+                if not np.array_equal(table[row], table[index[parts[0]]]):
+                    raise DataError(
+                        f"{where}: common_feature_index {parts[0][:40]!r} repeats with "
+                        "different features"
+                    )
+                table[row] = 0
+                continue
             index[parts[0]] = row
     return index, table[: len(index)]
 
@@ -358,7 +379,7 @@ def _stream_skeleton(
             sink.append(buf_ids[sel], buf_lab[sel])
         chunk_no += 1
 
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if not line:
@@ -366,31 +387,31 @@ def _stream_skeleton(
             where = f"{path}:{line_no}"
             parts = line.split(",", 5)
             if len(parts) != 6:
-                raise ValueError(
+                raise DataError(
                     f"{where}: expected sample_id,click,purchase,"
                     f"common_feature_index,num_features,feature_list, got "
                     f"{line[:80]!r}"
                 )
             click, buy = parts[1], parts[2]
             if click not in ("0", "1") or buy not in ("0", "1"):
-                raise ValueError(f"{where}: click/purchase must be 0 or 1, got {click!r}, {buy!r}")
+                raise DataError(f"{where}: click/purchase must be 0 or 1, got {click!r}, {buy!r}")
             if click == "0" and buy == "1":
                 dropped += 1
                 continue
             common_row = common_index.get(parts[3])
             if common_row is None:
-                raise ValueError(
+                raise DataError(
                     f"{where}: common_feature_index {parts[3]!r} is not in the common features file"
                 )
             try:
                 expected = int(parts[4])
             except ValueError:
-                raise ValueError(f"{where}: num_features {parts[4]!r} is not an integer") from None
+                raise DataError(f"{where}: num_features {parts[4]!r} is not an integer") from None
             ids = buf_ids[rows]
             ids[:] = common_table[common_row]
             _parse_features(parts[5], fields, ids, where, expected)
             if DOMAIN_FIELD in fields and ids[fields[DOMAIN_FIELD]] == 0:
-                raise ValueError(f"{where}: the sample has no field {DOMAIN_FIELD} (domain)")
+                raise DataError(f"{where}: the sample has no field {DOMAIN_FIELD} (domain)")
             buf_lab[rows] = (float(click), float(buy))
             rows += 1
             if rows == chunk_rows:
@@ -534,7 +555,9 @@ def _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir, 
         np.asarray(sorted(v for v, c in cj.items() if c > min_count and v != 0), np.int64)
         for cj in counts
     ]
-    domain_map = _domains_by_size({v: c for v, c in counts[dom_pos].items() if v != 0})
+    domain_map = _domains_by_size(
+        {v: c for v, c in counts[dom_pos].items() if v != 0}, files["train"]
+    )
     dom_keys = np.asarray(sorted(domain_map), np.int64)
     dom_vals = np.asarray([domain_map[k] for k in sorted(domain_map)], np.int32)
     cols = [fields.index(f) for f in feat_fields]
@@ -558,7 +581,7 @@ def _encode_to_store(raw, files, fields, min_count, keep_domain_field, out_dir, 
             pos = np.clip(np.searchsorted(dom_keys, block[:, dom_pos]), 0, dom_keys.size - 1)
             unknown = np.nonzero(dom_keys[pos] != block[:, dom_pos])[0]
             if unknown.size:
-                raise ValueError(
+                raise DataError(
                     f"{files['test' if split == 'test' else 'train']}: a {split} "
                     f"sample has field {DOMAIN_FIELD} = {block[unknown[0], dom_pos]}"
                     " not seen in train"

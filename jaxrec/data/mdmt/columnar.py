@@ -1,6 +1,6 @@
 """Streaming helpers: numeric CSV -> columnar arrays (in memory or memory-mapped).
 
-Malformed rows raise errors naming file:line.
+Malformed rows raise :class:`~jaxrec.data.errors.DataError` naming file:line.
 
 A columnar store is a folder with ``meta.json`` (schema, split sizes) and one raw little-endian
 file per (split, column): ``{split}.sparse.int32`` [N, F_s], ``{split}.dense.float32`` [N, F_d],
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxrec.data.errors import DataError
 from jaxrec.data.mdmt.schema import MDMTDataset, MDMTSchema, MDMTSplit
 
 __all__ = ["count_lines", "iter_csv_chunks", "ColumnSink", "write_store_meta", "open_store"]
@@ -46,7 +47,7 @@ def iter_csv_chunks(
     Raises:
         ValueError: naming ``file:line`` and the offending text for a malformed row.
     """
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
         line_no = 1
         if skip_header:
             f.readline()
@@ -56,6 +57,9 @@ def iter_csv_chunks(
             if not lines:
                 return
             body = [ln for ln in lines if ln.strip()]
+            if not body:
+                line_no += len(lines)
+                continue
             try:
                 vals = np.loadtxt(
                     io.StringIO("".join(body)), delimiter=",", dtype=np.float64, ndmin=2
@@ -84,8 +88,8 @@ def _raise_bad_line(path, lines, first_line_no, num_cols):
                     problem = f"column {j + 1} is not a number: {p!r}"
                     break
         if problem:
-            raise ValueError(f"{path}:{first_line_no + i}: {problem}: {line[:120]!r}")
-    raise ValueError(f"{path}:{first_line_no}: could not parse this chunk of {len(lines)} lines")
+            raise DataError(f"{path}:{first_line_no + i}: {problem}: {line[:120]!r}")
+    raise DataError(f"{path}:{first_line_no}: could not parse this chunk of {len(lines)} lines")
 
 
 class ColumnSink:
@@ -172,7 +176,7 @@ def open_store(folder: str | os.PathLike) -> MDMTDataset:
                 and path.stat().st_size
                 != n * int(np.prod(tail, dtype=int)) * np.dtype(COLUMNS[name]).itemsize
             ):
-                raise ValueError(f"{path}: size {path.stat().st_size} does not match {n} rows")
+                raise DataError(f"{path}: size {path.stat().st_size} does not match {n} rows")
             cols[name] = _map(path, COLUMNS[name], tail, n)
         splits[split] = MDMTSplit(**cols)
     return MDMTDataset(schema, splits, {**meta["info"], "store": str(folder)})

