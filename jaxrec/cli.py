@@ -52,8 +52,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config field, typed by the field, e.g. --set learning_rate=1e-3 (mdmt), "
-        "--set learn.steps=50 (mergerec), --set data_kwargs.path=DIR or "
-        '--set \'data_kwargs={"path": "DIR"}\' (dict fields); repeatable, order-independent',
+        "--set learn.steps=50 (mergerec), --set data=aliccp --set data_kwargs.path=DIR (a key of "
+        "a dict field; the whole dict as JSON also works); repeatable, order-independent",
     )
     p.add_argument(
         "--check",

@@ -18,7 +18,11 @@ HERE = Path(__file__).resolve().parent
 TINY_MAX_DIM = 32  # tiny: cap of every size field of the model's config
 TOKENS = {
     "model": Token(
-        None, "the MDMT model (required)", choices=lambda: mdmt.MODELS.names(), positional=True
+        None,
+        "the MDMT model (required)",
+        type=str,
+        choices=lambda: mdmt.MODELS.names(),
+        positional=True,
     ),
     "tiny": Token(
         False, f"saf.py's CI-sized data and training, model sizes capped at {TINY_MAX_DIM}"
