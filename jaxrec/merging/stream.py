@@ -468,6 +468,30 @@ def _needs_key(method: str) -> bool:
     return bool(getattr(METHODS.get(method), "needs_key", method in ("dare", "dare_ties")))
 
 
+SMALL_TENSOR = 1 << 16  # tensors below this many entries share power-of-two buckets
+MIN_BUCKET = 1 << 10
+
+
+def bucket_size(n: int) -> int:
+    """Flat length a tensor of ``n`` entries is merged at: ``n`` itself from
+    :data:`SMALL_TENSOR` entries up (one compilation per distinct size), else the next power of
+    two >= :data:`MIN_BUCKET` (all small tensors -- biases, norms -- share at most 7 kernels)."""
+    if n >= SMALL_TENSOR:
+        return n
+    return max(MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _pad_flat(x: np.ndarray, size: int) -> np.ndarray:
+    """Flatten; zero-pad to ``size``. Zero task-vector entries after the real ones never win a
+    top-k place (ties go to the lowest index), never vote, and add nothing to sums."""
+    flat = np.asarray(x).reshape(-1)
+    if flat.size == size:
+        return flat
+    out = np.zeros(size, flat.dtype)
+    out[: flat.size] = flat
+    return out
+
+
 def _is_per_tensor(recipe: Recipe) -> bool:
     if recipe.engine == "mergekit":
         return True
@@ -486,8 +510,9 @@ def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.nd
 
         def run_jaxrec(i, name, base, fts):
             extra = {"key": jax.random.fold_in(root_key, i)} if random else {}
-            out = merge_fn(recipe.method, **hp, **extra)({"t": base}, [{"t": f} for f in fts])
-            return out["t"].astype(out_dtype)
+            flat = {"t": base.reshape(-1)}
+            out = merge_fn(recipe.method, **hp, **extra)(flat, [{"t": f.reshape(-1)} for f in fts])
+            return np.asarray(out["t"]).astype(out_dtype).reshape(base.shape)
 
         return run_jaxrec
     family = MERGEKIT_METHODS[recipe.method]
@@ -519,9 +544,13 @@ def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.nd
         return np.asarray(hi, np.int32)[:, None], np.asarray(lo, np.int32)[:, None]
 
     def run_mergekit(i, name, base, fts):
-        k_hi, k_lo = counts(int(np.prod(base.shape, dtype=np.int64)))
+        n = base.size
+        size = bucket_size(n)
+        k_hi, k_lo = counts(n)
         key = jax.random.fold_in(root_key, i)
-        return kernel(base, tuple(fts), weight_k, k_hi, k_lo, density_k, lam, key)
+        flat = [_pad_flat(x, size) for x in (base, *fts)]
+        out = kernel(flat[0], tuple(flat[1:]), weight_k, k_hi, k_lo, density_k, lam, key)
+        return np.asarray(out)[:n].reshape(base.shape)
 
     return run_mergekit
 
