@@ -64,7 +64,9 @@ class MeshConfig:
 
     def __post_init__(self):
         if self.model < 1 or (self.data < 1 and self.data != -1):
-            raise ValueError(f"mesh sizes must be >= 1 (or data=-1), got {self}")
+            raise ValueError(
+                f"MeshConfig.model must be >= 1 and data >= 1 or -1, got {self.model}, {self.data}"
+            )
         for logical, axis in self.rules:
             if axis not in (None, *MESH_AXES):
                 raise ValueError(f"rule {logical!r} -> {axis!r}: mesh axes are {MESH_AXES}")

@@ -51,8 +51,11 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.batch_size < 2 or self.grad_accum < 1 or self.max_epochs < 0:
-            raise ValueError(f"invalid fine-tuning settings: {self}")
+        for name, low in (("batch_size", 2), ("grad_accum", 1), ("max_epochs", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(
+                    f"FinetuneConfig.{name} must be >= {low}, got {getattr(self, name)}"
+                )
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -48,8 +48,11 @@ class LearnConfig:
     )
 
     def __post_init__(self):
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"invalid learning settings: {self}")
+        for name, low in (("steps", 0), ("batch_size", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"LearnConfig.{name} must be >= {low}, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"LearnConfig.lr must be > 0, got {self.lr}")
         if self.kd_temperature <= 0:
             raise ValueError("kd_temperature must be > 0")
 

@@ -73,7 +73,10 @@ class StableConfig:
 
     def __post_init__(self):
         if self.num_rff < 1 or self.inner_steps < 0:
-            raise ValueError(f"num_rff must be >= 1 and inner_steps >= 0, got {self}")
+            raise ValueError(
+                f"StableConfig: num_rff must be >= 1 and inner_steps >= 0, got num_rff="
+                f"{self.num_rff}, inner_steps={self.inner_steps}"
+            )
         if self.lr <= 0 or self.reg <= 0:
             raise ValueError(f"lr and reg must be > 0, got lr={self.lr}, reg={self.reg}")
         if not 0.0 <= self.memory_momentum < 1.0:
