@@ -4,9 +4,10 @@
 One training example per user per epoch: input = the train sequence without its last item (last 50),
 target = the last train item. Loss: softmax cross-entropy over the batch's targets of
 cos(user, item) / temperature. AdamW with linear warm-up then linear decay, gradient accumulation
-(optax.MultiSteps), one jitted step with donated state, orbax checkpoints every N steps and at every
-epoch end; a rerun with the same workdir resumes where the run stopped and gives the same result
-(host shuffling is seeded by (seed, epoch), dropout keys by fold_in(step)).
+(optax.MultiSteps), one jitted step with donated state, driven by the shared fit loop
+(:mod:`jaxrec.train.loop`: checkpoints, resume mid-epoch, early stopping, logs, progress); a rerun
+with the same workdir resumes where the run stopped and gives the same result (host shuffling is
+seeded by (seed, epoch), dropout keys by fold_in(step)).
 
 References: MergeRec (KDD 2026) "Fine-tuning"; BLaIR / RecFormer training recipes.
 """
@@ -25,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from jaxrec import checkpoint, metrics
 from jaxrec.data.domain import Domain
 from jaxrec.mergerec.backbone import Backbone, Tokens
+from jaxrec.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class FinetuneConfig:
     max_train_users: int = 0  # 0 = all; else a seeded subsample (data-scarcity experiments)
     max_eval_users: int = 0  # 0 = all validation users; else a fixed subsample
     dropout: bool = True  # dropout during training
+    log_every: int = 50  # micro-steps between fetched (NaN-checked) and logged losses
     checkpoint_every: int = 200  # micro-steps between mid-epoch checkpoints
+    checkpoint_seconds: float = 300.0  # also checkpoint when this much work is at risk
     seed: int = 0
 
     def __post_init__(self):
@@ -56,10 +59,6 @@ class FinetuneConfig:
                 raise ValueError(
                     f"FinetuneConfig.{name} must be >= {low}, got {getattr(self, name)}"
                 )
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/inf loss; the message names the step and batch."""
 
 
 @dataclasses.dataclass
@@ -166,14 +165,13 @@ def finetune(
     desc: str = "finetune",
 ) -> Any:
     """Trains on ``domains`` (one: a source model; several: joint learning); returns the best
-    params by mean validation NDCG@10 over the domains. Resumes from ``workdir``."""
+    params by mean validation NDCG@10 over the domains (the starting point included). Resumes
+    from ``workdir`` (:func:`jaxrec.train.loop.fit`); a finished run is loaded, not retrained."""
     workdir = Path(workdir)
-    best_file = workdir / "best.safetensors"
-    done_file = workdir / "done.json"
+    best_file, done_file = workdir / "best.safetensors", workdir / "done.json"
     if done_file.exists():
         log.info("%s: finished earlier, loading %s", desc, best_file)
         return checkpoint.load_params(best_file, target=backbone.params)
-    params = backbone.params if params is None else params
     data = build_trainset(backbone, domains, cfg.max_train_users, cfg.seed)
     n = len(data.domain)
     bs = min(cfg.batch_size, n)
@@ -181,80 +179,50 @@ def finetune(
     total_updates = max(1, math.ceil(steps_per_epoch * max(cfg.max_epochs, 1) / cfg.grad_accum))
     optimizer = make_optimizer(cfg, total_updates)
     train_step = make_train_step(backbone, optimizer, cfg)
-    params = jax.tree_util.tree_map(jnp.array, params)  # own copy: the step donates it
-    state = {"params": params, "opt_state": optimizer.init(params)}
-    progress = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "bad_epochs": 0}
-    ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=1)
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        progress.update({k: v for k, v in ckpt.metadata().items() if k in progress})
-        log.info("%s: resumed at epoch %d batch %d", desc, progress["epoch"], progress["batch"])
-    log_file = (workdir / "metrics.jsonl").open("a")
+    params = jax.tree_util.tree_map(jnp.array, backbone.params if params is None else params)
     key = jax.random.key(cfg.seed)
 
-    def validate():
+    def step_fn(state, batch, step):
+        params, opt_state, loss = train_step(
+            state["params"], state["opt_state"], *batch, jax.random.fold_in(key, step)
+        )
+        return {"params": params, "opt_state": opt_state}, {"loss": loss}
+
+    def batches(epoch, start):
+        order = np.random.default_rng((cfg.seed, epoch)).permutation(n)
+        for b in range(start, steps_per_epoch):
+            rows = order[b * bs : (b + 1) * bs]
+            yield {k: v[rows] for k, v in data.users.items()}, {
+                k: v[rows] for k, v in data.targets.items()
+            }
+
+    def validate(state):
         scores = [
             evaluate(backbone, state["params"], d, "val", cfg.max_eval_users, seed=cfg.seed)
             for d in domains
         ]
-        return float(np.mean([s["ndcg@10"] for s in scores])), scores
+        return {"ndcg@10": float(np.mean([s["ndcg@10"] for s in scores])), "per_domain": scores}
 
-    if not best_file.exists():  # the starting point is a candidate too (early stopping)
-        ndcg, _ = validate()
-        progress["best"] = ndcg
-        checkpoint.save_params(best_file, state["params"])
-    try:
-        while progress["epoch"] < cfg.max_epochs and progress["bad_epochs"] < cfg.patience:
-            epoch = progress["epoch"]
-            order = np.random.default_rng((cfg.seed, epoch)).permutation(n)
-            bar = tqdm(
-                range(progress["batch"], steps_per_epoch),
-                desc=f"{desc} epoch {epoch}",
-                leave=False,
-                disable=None,
-            )
-            for b in bar:
-                rows = order[b * bs : (b + 1) * bs]
-                users = {k: v[rows] for k, v in data.users.items()}
-                items = {k: v[rows] for k, v in data.targets.items()}
-                skey = jax.random.fold_in(key, progress["step"])
-                state["params"], state["opt_state"], loss = train_step(
-                    state["params"], state["opt_state"], users, items, skey
-                )
-                loss = float(loss)
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"{desc}: loss {loss} at step {progress['step']} "
-                        f"(epoch {epoch}, batch {b}, rows {rows[:8]}...)"
-                    )
-                progress["step"] += 1
-                progress["batch"] = b + 1
-                bar.set_postfix(loss=f"{loss:.3f}")
-                log_file.write(
-                    json.dumps({"step": progress["step"], "epoch": epoch, "loss": loss}) + "\n"
-                )
-                if progress["step"] % cfg.checkpoint_every == 0:
-                    ckpt.save(progress["step"], state, metadata=progress, force=True)
-            ndcg, scores = validate()
-            improved = ndcg > progress["best"]
-            progress.update(
-                epoch=epoch + 1,
-                batch=0,
-                bad_epochs=0 if improved else progress["bad_epochs"] + 1,
-                best=max(ndcg, progress["best"]),
-            )
-            if improved:
-                checkpoint.save_params(best_file, state["params"])
-            log_file.write(
-                json.dumps({"epoch": epoch, "val_ndcg@10": ndcg, "per_domain": scores}) + "\n"
-            )
-            log_file.flush()
-            log.info(
-                "%s: epoch %d val NDCG@10 %.4f (best %.4f)", desc, epoch, ndcg, progress["best"]
-            )
-            ckpt.save(progress["step"], state, metadata=progress, force=True)
-    finally:
-        log_file.close()
-        ckpt.close()
-    done_file.write_text(json.dumps(progress) + "\n")
+    result = loop.fit(
+        {"params": params, "opt_state": optimizer.init(params)},
+        step_fn,
+        batches,
+        loop.LoopConfig(
+            total_steps=steps_per_epoch * cfg.max_epochs,
+            steps_per_epoch=steps_per_epoch,
+            eval_at_start=True,
+            patience=cfg.patience,
+            log_every=cfg.log_every,
+            checkpoint_every=cfg.checkpoint_every,
+            checkpoint_seconds=cfg.checkpoint_seconds,
+            max_to_keep=1,
+        ),
+        workdir,
+        evaluate=validate,
+        metric="ndcg@10",
+        best=lambda state: state["params"],
+        desc=desc,
+    )
+    done = {"step": result.step, "best_ndcg@10": result.best_metric, "best_step": result.best_step}
+    done_file.write_text(json.dumps(done) + "\n")
     return checkpoint.load_params(best_file, target=backbone.params)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import itertools
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,13 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from jaxrec import checkpoint, metrics, sharding, stable
 from jaxrec.config import UnknownNameError, accepted_kwargs, check_choice, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.models import mdmt as mdmt_models
 from jaxrec.pytree import key_str
+from jaxrec.train import loop
 from jaxrec.train.adatask import adatask
 from jaxrec.train.losses import bce_with_logits, group_losses
 
@@ -82,7 +82,9 @@ class ExperimentConfig:
     stable_levels: tuple[str, ...] = ("bottom", "experts")  # feature levels that get weights
     adatask: bool = False  # per-task Adam moments for the shared params
     adatask_shared: tuple[str, ...] = ("embedding", "bottom")  # top-level modules that are shared
+    log_every: int = 50  # steps between fetched (NaN-checked) and logged train metrics
     checkpoint_every: int = 500  # steps between checkpoints (also saved at every evaluation)
+    checkpoint_seconds: float = 300.0  # also checkpoint when this much work is at risk
     eval_splits: tuple[str, ...] = ("val", "test", "test_ood")  # final report (missing skipped)
     mesh_data: int = -1  # devices on the mesh's data axis (-1 = all)
     progress: bool = True  # tqdm progress bar
@@ -308,14 +310,14 @@ class Trainer:
     # -------------------------------------------------------------------------------- host loops
     def predict_split(self, params, batch_stats, split: mdmt_data.MDMTSplit) -> np.ndarray:
         """``[N, T]`` predicted probabilities on a split (eval mode, fixed padded batches)."""
-        probs = []
+        probs, sizes = [], []
         for batch in mdmt_data.batches(split, self.cfg.eval_batch_size, shuffle=False):
-            n = int(batch["mask"].sum())
-            p = self.predict(params, batch_stats, sharding.shard_batch(batch, self.mesh))
-            probs.append(np.asarray(jax.device_get(p))[:n])
+            sizes.append(int(batch["mask"].sum()))
+            probs.append(self.predict(params, batch_stats, sharding.shard_batch(batch, self.mesh)))
         if not probs:
             return np.zeros((0, self.num_tasks), np.float32)
-        return np.concatenate(probs)
+        probs = jax.device_get(probs)  # one host transfer for the whole split
+        return np.concatenate([np.asarray(p)[:n] for p, n in zip(probs, sizes)])
 
 
 def evaluate_predictions(
@@ -354,17 +356,6 @@ def _nan_to_none(x):
     return x
 
 
-def _scalars(tree: dict) -> dict[str, float]:
-    out = {}
-    for k, v in tree.items():
-        a = np.asarray(v)
-        if a.ndim == 0:
-            out[k] = float(a)
-        else:
-            out.update({f"{k}/{i}": float(x) for i, x in enumerate(a.ravel())})
-    return out
-
-
 _STEP_FIELDS = (
     "model",
     "model_config",
@@ -391,8 +382,9 @@ def run(
     cfg: ExperimentConfig, workdir: str | Path, *, dataset=None, trainer: Trainer | None = None
 ) -> dict[str, Any]:
     """Trains ``cfg.model`` on ``cfg.data``, early-stopping on mean validation AUC; resumes from
-    ``workdir/ckpt``; writes ``config.json``, ``metrics.jsonl`` (one line per evaluation) and
-    ``metrics.json`` (best checkpoint on ``cfg.eval_splits``). Returns the metrics.json dict.
+    ``workdir/ckpt``; writes ``config.json``, ``metrics.jsonl`` (train means every ``log_every``
+    steps, one row per evaluation), ``curves.csv/png`` and ``metrics.json`` (best checkpoint on
+    ``cfg.eval_splits``). Returns the metrics.json dict.
 
     Args:
       cfg: the experiment.
@@ -402,112 +394,76 @@ def run(
         its config must agree with ``cfg`` on everything the compiled functions depend on.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, workdir)
     ds = dataset if dataset is not None else mdmt_data.load(cfg.data, **cfg.data_kwargs)
     ds.validate()
-    schema, train = ds.schema, ds["train"]
     if "val" not in ds.splits:
         raise KeyError(f"data set {cfg.data!r} has no 'val' split (have {sorted(ds.splits)})")
     if trainer is None:
-        trainer = Trainer(cfg, schema)
+        trainer = Trainer(cfg, ds.schema)
     else:
-        _check_compatible(trainer, cfg, schema)
-    steps_per_epoch = mdmt_data.num_batches(train, cfg.batch_size)
+        _check_compatible(trainer, cfg, ds.schema)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, workdir)
+    steps_per_epoch = mdmt_data.num_batches(ds["train"], cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total = min(total, cfg.max_steps)
-    eval_every = cfg.eval_every or steps_per_epoch
+
+    def batches(epoch, start):
+        it = mdmt_data.batches(ds["train"], cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        for batch in itertools.islice(it, start, None):
+            yield sharding.shard_batch(batch, trainer.mesh)
+
+    def validate(state):
+        probs = trainer.predict_split(state["params"], state["batch_stats"], ds["val"])
+        return evaluate_predictions(ds.schema, ds["val"], probs)
+
+    def best_of(state):
+        return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
     state = trainer.init_state(cfg.seed)
+    fitted = loop.fit(
+        state,
+        lambda state, batch, step: trainer.train_step(state, batch),
+        batches,
+        loop.LoopConfig(
+            total_steps=total,
+            steps_per_epoch=steps_per_epoch,
+            eval_every=cfg.eval_every,
+            patience=cfg.patience,
+            log_every=cfg.log_every,
+            checkpoint_every=cfg.checkpoint_every,
+            checkpoint_seconds=cfg.checkpoint_seconds,
+        ),
+        workdir,
+        evaluate=validate,
+        metric="mean_auc",
+        best=best_of,
+        best_file="best_params.safetensors",
+        desc=cfg.model,
+        progress=cfg.progress,
+    )
     best_path = workdir / "best_params.safetensors"
-    best = None  # host copy of the best {"params", "batch_stats"} so far
-    meta = {"best_auc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
-    ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=2)
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        meta.update({k: v for k, v in ckpt.metadata().items() if k in meta})
-        if best_path.is_file():
-            target = {"params": state["params"], "batch_stats": state["batch_stats"]}
-            best = jax.device_get(checkpoint.load_params(best_path, target=target))
-        log.info("resumed %s at step %d", workdir, int(state["step"]))
-
-    jsonl = (workdir / "metrics.jsonl").open("a")
-    step = int(state["step"])
-    bar = tqdm(total=total, initial=step, disable=not cfg.progress, desc=f"{cfg.model}")
-    t0, running = time.perf_counter(), []
-    try:
-        while step < total and not meta["stopped"]:
-            epoch, offset = divmod(step, steps_per_epoch)
-            it = mdmt_data.batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
-            for i, batch in enumerate(it):
-                if i < offset:
-                    continue
-                state, out = trainer.train_step(state, sharding.shard_batch(batch, trainer.mesh))
-                step += 1
-                running.append(out)
-                bar.update(1)
-                if step % eval_every == 0 or step == total:
-                    train_stats = _scalars(jax.tree.map(lambda *x: np.mean(x, 0), *running))
-                    running = []
-                    bar.set_postfix(loss=f"{train_stats['loss']:.4f}")
-                    val = evaluate_predictions(
-                        schema,
-                        ds["val"],
-                        trainer.predict_split(state["params"], state["batch_stats"], ds["val"]),
-                    )
-                    auc = val["mean_auc"]
-                    better = not math.isnan(auc) and (
-                        meta["best_auc"] is None or auc > meta["best_auc"]
-                    )
-                    if better:
-                        meta.update(best_auc=val["mean_auc"], best_step=step, bad_evals=0)
-                        best = jax.device_get(
-                            {"params": state["params"], "batch_stats": state["batch_stats"]}
-                        )
-                        checkpoint.save_params(best_path, best)
-                    else:
-                        meta["bad_evals"] += 1
-                        meta["stopped"] = meta["bad_evals"] >= cfg.patience
-                    record = {
-                        "step": step,
-                        "epoch": epoch,
-                        "train": train_stats,
-                        "val": _nan_to_none(val),
-                        "best_step": meta["best_step"],
-                    }
-                    jsonl.write(json.dumps(record) + "\n")
-                    jsonl.flush()
-                    ckpt.save(step, state, metadata=meta, force=True)
-                    if meta["stopped"]:
-                        break
-                else:
-                    ckpt.save(step, state, metadata=meta, every=cfg.checkpoint_every)
-                if step >= total:
-                    break
-    finally:
-        bar.close()
-        jsonl.close()
-        ckpt.close()
-    train_s = time.perf_counter() - t0
-
+    best = (  # no evaluation improved (e.g. NaN AUCs): report the last state
+        checkpoint.load_params(best_path, target=best_of(fitted.state))
+        if best_path.is_file()
+        else best_of(fitted.state)
+    )
     result: dict[str, Any] = {
         "model": cfg.model,
         "data": cfg.data,
         "seed": cfg.seed,
-        "steps": step,
-        "best_step": meta["best_step"],
-        "best_val_mean_auc": meta["best_auc"],
-        "early_stopped": bool(meta["stopped"]),
-        "train_seconds_this_run": train_s,
+        "steps": fitted.step,
+        "best_step": fitted.best_step,
+        "best_val_mean_auc": fitted.best_metric,
+        "early_stopped": fitted.stopped_early,
+        "train_seconds_this_run": fitted.seconds,
         "splits": {},
     }
-    if best is None:  # no evaluation improved (e.g. NaN AUCs): report the last state
-        best = {"params": state["params"], "batch_stats": state["batch_stats"]}
     for name in cfg.eval_splits:
         if name in ds.splits:
             probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])
-            result["splits"][name] = evaluate_predictions(schema, ds[name], probs)
+            result["splits"][name] = evaluate_predictions(ds.schema, ds[name], probs)
     result = _nan_to_none(result)
-    (workdir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    checkpoint.write_text_atomic(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -104,10 +104,10 @@ def test_compare_writes_tables_then_reuses_runs_and_rejects_changed_configs(tmp_
     # an interrupted run (no metrics.json) resumes from its checkpoint without new steps
     lost = tmp_path / "MLP" / "seed1"
     (lost / "metrics.json").unlink()
-    n_evals = len((lost / "metrics.jsonl").read_text().splitlines())
+    n_rows = len((lost / "metrics.jsonl").read_text().splitlines())
     resumed = compare.run(CFG, tmp_path)
     assert resumed["runs"]["MLP"]["seeds"]["1"]["reused"] is False
-    assert len((lost / "metrics.jsonl").read_text().splitlines()) == n_evals
+    assert len((lost / "metrics.jsonl").read_text().splitlines()) == n_rows
     assert [f.stat().st_mtime_ns for f in files if lost not in f.parents] == [
         t for f, t in zip(files, mtimes) if lost not in f.parents
     ]

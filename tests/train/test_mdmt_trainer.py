@@ -176,6 +176,11 @@ def test_adatask_model_variant_always_uses_adatask(dataset):
     assert np.isfinite(float(out["loss"]))
 
 
+def _val_steps(workdir):
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "val" in r]
+
+
 def test_run_writes_metrics_resumes_and_early_stops(trainer, dataset, tmp_path):
     cfg = dataclasses.replace(CFG, max_steps=8)
     res = tm.run(cfg, tmp_path, dataset=dataset, trainer=trainer)
@@ -188,14 +193,15 @@ def test_run_writes_metrics_resumes_and_early_stops(trainer, dataset, tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["splits"]["test"]["pooled_auc"] == res["splits"]["test"]["pooled_auc"]
     assert json.loads((tmp_path / "config.json").read_text())["config"]["model"] == "saf"
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2  # evals at 4 and 8
+    assert _val_steps(tmp_path) == [4, 8]  # evaluations at 4 and 8, each logged once
+    assert (tmp_path / "curves.csv").is_file() and (tmp_path / "curves.png").is_file()
 
     # resume: a rerun with more steps continues from step 8, not from scratch
     res2 = tm.run(
         dataclasses.replace(cfg, max_steps=12), tmp_path, dataset=dataset, trainer=trainer
     )
     assert res2["steps"] == 12
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert _val_steps(tmp_path) == [4, 8, 12]
 
     # early stopping: constant validation labels -> AUC NaN never improves -> stop at patience
     labels = np.zeros_like(dataset["val"].labels)

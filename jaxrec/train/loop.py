@@ -1,0 +1,519 @@
+"""The fit loop shared by every trainer in jaxrec (MDMT models, fine-tuning, learned merging).
+
+One loop owns what every training run needs around its jitted step:
+
+- **resume**: the train state and the loop's own counters are checkpointed with orbax
+  (:class:`jaxrec.checkpoint.Checkpointer`); a rerun on the same workdir restores the newest
+  checkpoint and continues mid-epoch exactly (the caller's batches are a pure function of
+  ``(epoch, index)``, and PRNG keys are folded with the step);
+- **early stopping** on a named validation metric (maximised) with patience, the best state
+  written to a params file atomically;
+- **logs**: ``metrics.jsonl`` rows (train means every ``log_every`` steps, validation rows at every
+  evaluation), trimmed on resume so that no row is written twice, and training curves
+  (``curves.csv``, ``curves.png``) at the end of the run;
+- **checkpoint cadence** in steps *and* in seconds (at most ``checkpoint_seconds`` of work at risk),
+  plus one at every evaluation and at the end;
+- **host syncs at log steps only**: step metrics stay on the device until a log step, where they are
+  fetched together and checked for NaN/inf (:class:`NonFiniteLossError` names the step window);
+- **progress**: a tqdm bar on a terminal, a log line at most every ``progress_seconds`` otherwise
+  (batch jobs writing to a file);
+- **Ctrl-C**: SIGINT finishes the current step, saves a checkpoint and raises :class:`Interrupted`
+  ("interrupted at step N; rerun the same command to resume"); a second Ctrl-C aborts at once.
+
+Example::
+
+    result = fit(
+        state,
+        lambda state, batch, step: train_step(state, batch),
+        lambda epoch, start: my_batches(epoch)[start:],
+        LoopConfig(total_steps=1000, steps_per_epoch=100, patience=3),
+        workdir,
+        evaluate=lambda state: {"auc": ...},
+        metric="auc",
+        best=lambda state: state["params"],
+    )
+
+References: the loop structure of flax's examples (lm1b, gemma) and big_vision's trainers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxrec import checkpoint
+
+__all__ = [
+    "FitResult",
+    "Interrupted",
+    "LoopConfig",
+    "NonFiniteLossError",
+    "Progress",
+    "fit",
+    "write_curves",
+]
+
+log = logging.getLogger(__name__)
+
+PyTree = Any
+StepFn = Callable[[PyTree, Any, int], tuple[PyTree, dict[str, Any]]]
+BatchesFn = Callable[[int, int], Iterable[Any]]  # (epoch, first batch index) -> batches
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the steps where it appeared."""
+
+
+class Interrupted(Exception):
+    """SIGINT during :func:`fit`: a checkpoint was saved; rerunning the command resumes."""
+
+    def __init__(self, step: int, workdir: Path):
+        self.step, self.workdir = step, workdir
+        super().__init__(f"interrupted at step {step}; rerun the same command to resume")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+    """How long to train, when to evaluate, log and checkpoint."""
+
+    total_steps: int  # steps of the whole run
+    steps_per_epoch: int  # batches per epoch (the batches function is indexed by epoch)
+    eval_every: int = 0  # steps between evaluations; 0 = at every epoch end
+    eval_at_start: bool = False  # the starting point is a candidate for the best state too
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    log_every: int = 50  # steps between fetched, NaN-checked, logged train metrics
+    checkpoint_every: int = 500  # steps between checkpoints (0 = only time-based and at evals)
+    checkpoint_seconds: float = 300.0  # at most this much work at risk (0 = off)
+    max_to_keep: int = 2  # checkpoints kept
+    progress_seconds: float = 30.0  # seconds between progress log lines when not on a terminal
+
+    def __post_init__(self):
+        for name in ("total_steps", "eval_every", "patience", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LoopConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "log_every", "max_to_keep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoopConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def eval_period(self) -> int:
+        return self.eval_every or self.steps_per_epoch
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns: the final state and the loop's counters."""
+
+    state: PyTree  # the last train state (not the best one: that is in ``best_file``)
+    step: int  # steps done in total (this run and earlier ones)
+    best_metric: float | None  # best validation metric (None: never evaluated or all NaN)
+    best_step: int  # step of the best state (0: the starting point)
+    stopped_early: bool
+    seconds: float  # wall time of this call
+
+
+# --------------------------------------------------------------------------------- progress
+class Progress:
+    """A tqdm bar on a terminal; otherwise a log line at most every ``seconds`` seconds.
+
+    ``update(n, **postfix)`` advances; ``close()`` ends. Works the same in a TTY and when stderr
+    goes to a file (batch jobs), where tqdm's bar would vanish or flood the log.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        initial: int = 0,
+        enabled: bool = True,
+        seconds: float = 30.0,
+        unit: str = "step",
+    ):
+        self.total, self.desc, self.n, self.unit = total, desc, initial, unit
+        self.enabled, self.seconds = enabled, seconds
+        self.postfix: dict[str, Any] = {}
+        self._t0 = self._last = time.monotonic()
+        self._n0 = initial
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False)
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        self.n += n
+        if postfix:
+            self.postfix.update(postfix)
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix(self.postfix, refresh=False)
+            return
+        now = time.monotonic()
+        if self.enabled and (now - self._last >= self.seconds or self.n >= self.total):
+            self._last = now
+            rate = (self.n - self._n0) / max(now - self._t0, 1e-9)
+            eta = (self.total - self.n) / rate if rate > 0 else math.inf
+            extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
+            log.info(
+                "%s: %d/%d %ss (%.0f%%), %.2f %ss/s, eta %s %s",
+                self.desc,
+                self.n,
+                self.total,
+                self.unit,
+                100.0 * self.n / max(self.total, 1),
+                rate,
+                self.unit,
+                _duration(eta),
+                extra,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_iter(items: Iterable, total: int, desc: str, **kwargs) -> Iterator:
+    """Iterates ``items`` with a :class:`Progress` (``unit`` etc. as keyword arguments)."""
+    bar = Progress(total, desc, **kwargs)
+    try:
+        for x in items:
+            yield x
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _duration(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    m, s = divmod(int(s), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ------------------------------------------------------------------------------------ SIGINT
+@contextlib.contextmanager
+def _sigint_flag():
+    """Within the block, the first SIGINT sets ``flag["set"]`` instead of raising; the second
+    raises KeyboardInterrupt as usual. Only in the main thread (elsewhere: no handler)."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+        log.warning("interrupt received: finishing the current step and saving a checkpoint")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------------- JSONL logs
+def _trim_jsonl(path: Path, step: int) -> None:
+    """Drops rows logged after ``step`` (work lost with a crash, about to be redone)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line of a killed run
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{x}\n" for x in keep))
+    os.replace(tmp, path)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def scalars(tree: dict[str, Any]) -> dict[str, float]:
+    """Flattens host metrics to floats: vectors become ``name/i`` entries."""
+    out = {}
+    for k, v in tree.items():
+        a = np.asarray(v, np.float64)
+        if a.ndim == 0:
+            out[k] = float(a)
+        else:
+            out.update({f"{k}/{i}": float(x) for i, x in enumerate(a.ravel())})
+    return out
+
+
+# ---------------------------------------------------------------------------------- the loop
+def fit(
+    state: PyTree,
+    step_fn: StepFn,
+    batches: BatchesFn,
+    cfg: LoopConfig,
+    workdir: str | os.PathLike,
+    *,
+    evaluate: Callable[[PyTree], dict[str, Any]] | None = None,
+    metric: str = "",
+    best: Callable[[PyTree], PyTree] | None = None,
+    best_file: str = "best.safetensors",
+    desc: str = "train",
+    progress: bool = True,
+    curves: bool = True,
+) -> FitResult:
+    """Runs (or resumes) ``cfg.total_steps`` steps of ``step_fn`` in ``workdir``.
+
+    Args:
+      state: the initial train state (also the structure checkpoints are restored into). The
+        loop treats it as opaque; ``step_fn`` may donate it.
+      step_fn: ``(state, batch, step) -> (state, metrics)``; ``metrics`` are device scalars or
+        vectors (fetched at log steps only); a ``"loss"`` entry is checked for NaN/inf.
+      batches: ``(epoch, start) -> iterable`` of the batches of ``epoch`` from index ``start`` on;
+        must be a pure function of its arguments (resume replays it).
+      cfg: lengths and cadences.
+      workdir: ``ckpt/``, ``metrics.jsonl``, the best-state file and the curves go here.
+      evaluate: ``state -> {name: value}`` validation metrics (host floats or nested dicts).
+      metric: the key of ``evaluate``'s result to maximise for early stopping and best state.
+      best: ``state -> pytree`` saved to ``workdir/best_file`` whenever ``metric`` improves
+        (None: nothing saved).
+      desc: names the run in logs and progress.
+      progress: show progress (bar or log lines).
+      curves: write ``curves.csv``/``curves.png`` of the logged train and validation metrics.
+
+    Raises:
+      NonFiniteLossError: a NaN/inf loss (the state of the last checkpoint is kept on disk).
+      Interrupted: after SIGINT, once a checkpoint of the current step is saved.
+    """
+    t_start = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if evaluate is not None and not metric:
+        raise ValueError(f"{desc}: fit() with evaluate needs the name of the metric to maximise")
+    meta = {"best": None, "best_step": 0, "bad_evals": 0, "stopped": False}
+    ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=cfg.max_to_keep)
+    jsonl_path = workdir / "metrics.jsonl"
+    step = 0
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        saved = ckpt.metadata()
+        meta.update({k: v for k, v in saved.items() if k in meta})
+        step = int(saved["step"])
+        log.info("%s: resumed from %s at step %d", desc, workdir / "ckpt", step)
+    _trim_jsonl(jsonl_path, step)
+    jsonl = jsonl_path.open("a")
+    best_path = workdir / best_file
+
+    def write(row: dict[str, Any]) -> None:
+        jsonl.write(json.dumps(_json_safe(row)) + "\n")
+        jsonl.flush()
+
+    def save(step: int) -> None:
+        ckpt.save(step, state, metadata=meta, force=True)
+        nonlocal last_save
+        last_save = time.monotonic()
+
+    def validate(step: int) -> None:
+        values = evaluate(state)
+        if metric not in values:
+            raise KeyError(f"{desc}: evaluate() returned {sorted(values)}; no {metric!r}")
+        value = math.nan if values[metric] is None else float(values[metric])
+        improved = math.isfinite(value) and (meta["best"] is None or value > meta["best"])
+        if improved:
+            meta.update(best=value, best_step=step, bad_evals=0)
+            if best is not None:
+                checkpoint.save_params(best_path, jax.device_get(best(state)))
+        elif step > 0:
+            meta["bad_evals"] += 1
+            meta["stopped"] = bool(cfg.patience) and meta["bad_evals"] >= cfg.patience
+        write({"step": step, "epoch": step / cfg.steps_per_epoch, "val": values,
+               "best_step": meta["best_step"]})  # fmt: skip
+        log.info(
+            "%s: step %d val %s %.4f (best %s at step %d)",
+            desc, step, metric, value, _fmt(meta["best"]), meta["best_step"],
+        )  # fmt: skip
+
+    pending: list[tuple[int, dict]] = []
+
+    def flush_metrics() -> dict[str, float]:
+        """Fetches the pending step metrics (one host sync), checks them, logs their mean."""
+        if not pending:
+            return {}
+        steps = [s for s, _ in pending]
+        host = jax.device_get([m for _, m in pending])
+        pending.clear()
+        losses = np.array([np.asarray(m.get("loss", 0.0), np.float64).sum() for m in host])
+        if not np.isfinite(losses).all():
+            bad = steps[int(np.argmin(np.isfinite(losses)))]
+            raise NonFiniteLossError(
+                f"{desc}: non-finite loss {losses.tolist()} in steps {steps[0]}..{steps[-1]} "
+                f"(first at step {bad}); the last checkpoint ({ckpt.latest_step()}) is intact"
+            )
+        mean = scalars(jax.tree.map(lambda *x: np.mean(np.stack(x), 0), *host))
+        write({"step": steps[-1], "epoch": steps[-1] / cfg.steps_per_epoch, "train": mean})
+        return mean
+
+    last_save = time.monotonic()
+    bar = Progress(cfg.total_steps, desc, initial=step, enabled=progress)
+    try:
+        with _sigint_flag() as interrupted:
+            if step == 0 and evaluate is not None and cfg.eval_at_start and meta["best"] is None:
+                validate(0)
+            while step < cfg.total_steps and not meta["stopped"]:
+                epoch, offset = divmod(step, cfg.steps_per_epoch)
+                seen = 0
+                for batch in batches(epoch, offset):
+                    seen += 1
+                    state, out = step_fn(state, batch, step)
+                    step += 1
+                    pending.append((step, out))
+                    at_eval = evaluate is not None and (
+                        step % cfg.eval_period == 0 or step == cfg.total_steps
+                    )
+                    at_end = step >= cfg.total_steps
+                    if step % cfg.log_every == 0 or at_eval or at_end or interrupted["set"]:
+                        mean = flush_metrics()
+                        bar.update(0, **({"loss": mean["loss"]} if "loss" in mean else {}))
+                    bar.update(1)
+                    if at_eval:
+                        validate(step)
+                    timed = cfg.checkpoint_seconds and (
+                        time.monotonic() - last_save >= cfg.checkpoint_seconds
+                    )
+                    periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                    if at_eval or at_end or periodic or timed or interrupted["set"]:
+                        save(step)
+                    if interrupted["set"]:
+                        ckpt.wait()
+                        raise Interrupted(step, workdir)
+                    if meta["stopped"] or at_end or (step % cfg.steps_per_epoch == 0):
+                        break
+                if not seen:
+                    raise ValueError(
+                        f"{desc}: the batches of epoch {epoch} from index {offset} are empty "
+                        f"(steps_per_epoch={cfg.steps_per_epoch} is too large)"
+                    )
+            flush_metrics()
+            if ckpt.latest_step() != step:
+                save(step)
+    finally:
+        bar.close()
+        jsonl.close()
+        ckpt.close()
+    if curves:
+        write_curves(jsonl_path, workdir, title=desc)
+    return FitResult(
+        state=state,
+        step=step,
+        best_metric=meta["best"],
+        best_step=meta["best_step"],
+        stopped_early=bool(meta["stopped"]),
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+# ------------------------------------------------------------------------------------ curves
+def _flat(prefix: str, x: Any, out: dict[str, float]) -> None:
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _flat(f"{prefix}/{k}" if prefix else str(k), v, out)
+    elif isinstance(x, int | float) and not isinstance(x, bool):
+        out[prefix] = float(x)
+
+
+def write_curves(jsonl_path: Path, outdir: Path, title: str = "") -> Path | None:
+    """``curves.csv`` (one row per logged step, one column per scalar) and ``curves.png`` (train
+    loss, learning rate when logged, and the validation metrics) from a ``metrics.jsonl``."""
+    if not Path(jsonl_path).is_file():
+        return None
+    rows: dict[int, dict[str, float]] = {}
+    for line in Path(jsonl_path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step" not in rec:
+            continue
+        flat: dict[str, float] = {}
+        for part in ("train", "val"):
+            if isinstance(rec.get(part), dict):
+                _flat(part, rec[part], flat)
+        rows.setdefault(int(rec["step"]), {}).update(flat)
+    if not rows:
+        return None
+    columns = sorted({k for r in rows.values() for k in r})
+    csv_path = Path(outdir) / "curves.csv"
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", *columns])
+        for s in sorted(rows):
+            w.writerow([s, *(rows[s].get(c, "") for c in columns)])
+    os.replace(tmp, csv_path)
+    _plot_curves(rows, columns, Path(outdir) / "curves.png", title)
+    return csv_path
+
+
+def _plot_curves(rows: dict[int, dict[str, float]], columns: list[str], path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def pick(pred):
+        return [c for c in columns if pred(c)][:8]
+
+    panels = [
+        ("train loss", pick(lambda c: c == "train/loss" or c.startswith("train/loss"))),
+        ("learning rate", pick(lambda c: c.startswith("train/lr"))),
+        ("validation", pick(lambda c: c.startswith("val/") and c.count("/") == 1)),
+    ]
+    panels = [(name, cols) for name, cols in panels if cols]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (name, cols) in zip(axes[0], panels):
+        for c in cols:
+            pts = [(s, r[c]) for s, r in sorted(rows.items()) if c in r]
+            ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=c.split("/", 1)[1])
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(cols) > 1:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
