@@ -10,6 +10,7 @@ exception (a bare ``json``/``numpy``/``gzip`` error) fails the test.
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import os
@@ -226,6 +227,47 @@ def test_amazon_raw_damaged_lines(version, gz, damage_meta, ops):
         dom = loads_or_data_error(lambda: data.load_amazon_raw(folder, k=2), *paths)
         if dom is not None:
             check_domain(dom)
+
+
+REVIEW_FIELDS = {2014: ("reviewerID", "asin", "unixReviewTime"), 2023: ("user_id", "parent_asin")}
+REVIEW_FIELDS[2018] = REVIEW_FIELDS[2014]
+META_FIELDS = {2014: ("asin", "title", "brand", "categories"), 2018: ("asin", "title", "category")}
+META_FIELDS[2023] = ("parent_asin", "title", "store", "categories", "main_category")
+
+
+@FUZZ
+@given(
+    version=st.sampled_from([2014, 2018, 2023]),
+    in_meta=st.booleans(),
+    line=st.integers(0, 11),
+    pick=st.integers(0, 4),
+    value=JSON,
+    drop=st.booleans(),
+)
+def test_amazon_raw_random_field_values(version, in_meta, line, pick, value, drop):
+    review_name, meta_name, reviews, meta = _dump_lines(version)
+    lines = meta if in_meta else reviews
+    line %= len(lines)
+    rec = (ast.literal_eval if version == 2014 and in_meta else json.loads)(lines[line])
+    fields = (META_FIELDS if in_meta else REVIEW_FIELDS)[version]
+    if version == 2023 and not in_meta:
+        fields = (*fields, "timestamp")
+    field = fields[pick % len(fields)]
+    if drop:
+        rec.pop(field, None)
+    else:
+        rec[field] = value
+    lines[line] = repr(rec) if version == 2014 and in_meta else json.dumps(rec)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / review_name).write_text("\n".join(reviews))
+        (folder / meta_name).write_text("\n".join(meta))
+        dom = loads_or_data_error(
+            lambda: data.load_amazon_raw(folder, k=2), folder / review_name, folder / meta_name
+        )
+        if dom is not None:
+            check_domain(dom)
+            assert all(isinstance(t, str) for t in dom.item_attrs["title"].tolist())
 
 
 # ----------------------------------------------------------------------------- RecBole atomic files
