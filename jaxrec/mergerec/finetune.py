@@ -192,9 +192,10 @@ def finetune(
         order = np.random.default_rng((cfg.seed, epoch)).permutation(n)
         for b in range(start, steps_per_epoch):
             rows = order[b * bs : (b + 1) * bs]
-            yield {k: v[rows] for k, v in data.users.items()}, {
-                k: v[rows] for k, v in data.targets.items()
-            }
+            yield (
+                {k: v[rows] for k, v in data.users.items()},
+                {k: v[rows] for k, v in data.targets.items()},
+            )
 
     def validate(state):
         scores = [

@@ -28,9 +28,9 @@ References: SAF, "Stable and Adaptive Fusion for Multi-domain Multi-task Recomme
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
-import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
