@@ -18,7 +18,6 @@ References: MergeRec (KDD 2026); AdaMerging (ICLR 2024); TIES-Merging (NeurIPS 2
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import time
@@ -129,31 +128,21 @@ class MergeRecConfig:
                     f"learned={spec!r} is not valid: write objective:granularity with objective "
                     f"in {list(objectives)} and granularity in {list(granularities)}"
                 )
-        default_hparams = type(self).__dataclass_fields__["merge_hparams"].default
-        for entry in self.merge_hparams:
-            method = entry.partition(":")[0]
+        defaults = parse_hparams(type(self).__dataclass_fields__["merge_hparams"].default)
+        for method, kw in parse_hparams(self.merge_hparams).items():
             configlib.check_choice("merge_hparams method", method, known)
-            fn = merging.METHODS.get(method)
-            meta = getattr(fn, "hparams", None)  # registry metadata when the method carries it
-            names = {getattr(h, "name", h) for h in meta} if meta is not None else None
-            if names is None:
-                names = {
-                    p.name
-                    for p in inspect.signature(fn).parameters.values()
-                    if p.kind is p.KEYWORD_ONLY and p.name != "key"
-                }
-            bad = sorted(set(parse_hparams([entry]).get(method, {})) - names)
-            if bad:
-                raise ValueError(
-                    f"merge_hparams entry {entry!r}: {method} has no hyper-parameters {bad}; "
-                    f"it takes {sorted(names)}"
-                )
+            try:  # names, types and ranges from the registry entry (no "key": seed= instead)
+                if "key" in kw:
+                    raise ValueError("a PRNG key cannot come from a config; use seed=")
+                merging.METHODS.get(method).resolve(kw)
+            except ValueError as e:
+                raise ValueError(f"merge_hparams of {method}: {e}") from None
             used = method in self.merges or (
                 method == "ties" and self.learn_init == "ties" and (self.learned or self.lambdas)
             )
-            if not used and entry not in default_hparams:
+            if not used and kw != defaults.get(method):
                 raise ValueError(
-                    f"merge_hparams entry {entry!r} does not apply: {method!r} is not in "
+                    f"merge_hparams of {method} {kw} do not apply: {method!r} is not in "
                     f"merges {list(self.merges)} (nor the TIES init of learned merges)"
                 )
         if not self.seeds:
@@ -161,10 +150,20 @@ class MergeRecConfig:
 
 
 def parse_hparams(entries: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``("ties:density=0.2,scale=1.0",)`` -> ``{"ties": {"density": 0.2, "scale": 1.0}}``."""
+    """``("ties:density=0.2,scale=1.0",)`` -> ``{"ties": {"density": 0.2, "scale": 1.0}}``.
+
+    An entry ``k=v`` without ``method:`` continues the previous method, so the command line's
+    ``--set merge_hparams=ties:density=0.2,scale=1.0`` (split at commas) means the same.
+    """
     out: dict[str, dict[str, Any]] = {}
+    method = None
     for entry in entries:
-        method, _, rest = entry.partition(":")
+        head, colon, rest = entry.partition(":")
+        if colon or "=" not in entry or method is None:
+            method = head
+            out.setdefault(method, {})
+        else:
+            rest = entry
         for kv in filter(None, rest.split(",")):
             k, sep, v = kv.partition("=")
             if not sep:

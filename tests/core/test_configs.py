@@ -7,6 +7,7 @@ import pytest
 
 from jaxrec import config as cfglib
 from jaxrec.config import load_config, load_module
+from jaxrec.mergerec import pipeline
 from jaxrec.mergerec.pipeline import MergeRecConfig
 from jaxrec.train.compare import CompareConfig
 from jaxrec.train.mdmt import ExperimentConfig
@@ -242,7 +243,9 @@ def test_overrides_on_real_configs():
         ("mergerec/main.py", ["data.movielens=ml-1m"], "does not apply to data.source='synth"),
         ("mergerec/main.py", ["merges=ties,tie"], r"merges='tie' is not valid; choose one of"),
         ("mergerec/main.py", ["learned=mergerec:layr"], "learned='mergerec:layr' is not valid"),
-        ("mergerec/main.py", ["merge_hparams=ties:dens=0.1"], r"ties has no .*\['dens'\]"),
+        ("mergerec/main.py", ["merge_hparams=ties:dens=0.1"], r"ties.*unknown.*\['dens'\]"),
+        ("mergerec/main.py", ["merge_hparams=ties:density=2"], "density must be .*got 2"),
+        ("mergerec/main.py", ["merges=dare", "merge_hparams=dare:key=1"], "use seed="),
         ("mergerec/main.py", ["merge_hparams=tie:density=0.1"], "merge_hparams method='tie'"),
         ("mergerec/main.py", ["merge_hparams=dare:density=0.1"], "'dare' is not in merges"),
         ("mdmt/saf.py:tiny", ["data=aliccp"], r"data_kwargs \['num_items'.* do not apply"),
@@ -268,3 +271,6 @@ def test_mergerec_names_accepted():
         ],
     )
     assert cfg.merges == ("dare", "ties") and cfg.learned == ("adamerging", "mergerec:tensor")
+    # --set splits at commas: "k=v" items continue the previous method
+    cfg = load("mergerec/main.py", ["merges=dare", "merge_hparams=dare:seed=3,density=0.5"])
+    assert pipeline.parse_hparams(cfg.merge_hparams) == {"dare": {"seed": 3, "density": 0.5}}
