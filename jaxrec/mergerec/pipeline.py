@@ -79,6 +79,19 @@ class DataConfig:
                     f"data.{name}={getattr(self, name)!r} does not apply to "
                     f"data.source={self.source!r} (its default is {default[name]!r})"
                 )
+        # domain names are known before loading for the built-in sources: check merge/scarce now
+        from jaxrec.data.movielens import GENRE_DOMAINS
+        from jaxrec.data.synthetic_seq import DOMAINS
+
+        known = {"synthetic": tuple(DOMAINS)[: self.num_domains], "movielens": tuple(GENRE_DOMAINS)}
+        if self.source in known:
+            for name in ("merge", "scarce"):
+                unknown = sorted(set(getattr(self, name)) - set(known[self.source]))
+                if unknown:
+                    raise ValueError(
+                        f"data.{name}: unknown domains {unknown}; data.source={self.source!r} "
+                        f"has {list(known[self.source])}"
+                    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -198,6 +198,8 @@ def test_token_order_does_not_matter():
         ("mergerec/main.py:amazon,movielens", "choose one data source"),
         ("mergerec/scarcity.py:fraction=2", r"fraction must be in \(0, 1\]"),
         ("mergerec/unseen.py:domains=A+B", "must be a number"),
+        ("mergerec/unseen.py:merge=Toys,domains=2", r"data.merge: unknown domains \['Toys'\]"),
+        ("mergerec/scarcity.py:movielens,target=Toys", r"data.scarce: unknown domains"),
     ],
 )
 def test_bad_tokens_are_clear_errors(spec, error):
