@@ -37,6 +37,15 @@ def _readonly(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _text_array(values) -> np.ndarray:
+    """``[N]`` object array of ``str`` (no copy when it already is one)."""
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return values
+    out = np.empty(len(values), dtype=object)
+    out[:] = [str(v) for v in values]
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Examples:
     """Input sequences and targets of one split (fixed order: by user id).
@@ -67,8 +76,9 @@ class Domain:
     Attributes:
         name: domain name, e.g. ``"Beauty"``.
         item_keys: ``[N]`` original item identifiers (asin, movie id, ...) as strings.
-        item_attrs: ``{attribute: [N] str array}``, e.g. ``title``, ``brand``, ``category``;
-            missing values are empty strings.
+        item_attrs: ``{attribute: [N] object array of str}``, e.g. ``title``, ``brand``,
+            ``category``; missing values are empty strings. (Object arrays: one 8,748-character
+            title in Sports would make a fixed-width ``<U`` array of 640 MB.)
         train_items: ``[T]`` int32 all training sequences concatenated (CSR values).
         train_offsets: ``[U + 1]`` int64; user ``u`` trains on
             ``train_items[train_offsets[u]:train_offsets[u + 1]]`` (oldest first).
@@ -91,6 +101,8 @@ class Domain:
         where = f"domain {self.name!r}"
         if n == 0 or u == 0:
             raise ValueError(f"{where} is empty ({u} users, {n} items)")
+        attrs = {a: _text_array(v) for a, v in self.item_attrs.items()}
+        object.__setattr__(self, "item_attrs", attrs)
         for attr, values in self.item_attrs.items():
             if len(values) != n:
                 raise ValueError(f"{where}: attribute {attr!r} has {len(values)} rows, not {n}")
@@ -227,7 +239,7 @@ def from_sequences(
     return Domain(
         name=name,
         item_keys=np.asarray(item_keys, dtype=str),
-        item_attrs={a: np.asarray(v, dtype=str) for a, v in item_attrs.items()},
+        item_attrs=dict(item_attrs),
         train_items=flat.astype(np.int32),
         train_offsets=offsets,
         val=np.array([s[-2] for s in sequences], np.int32),

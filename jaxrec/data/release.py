@@ -264,7 +264,7 @@ def _build(name: str, files: dict, where: dict[str, str]) -> Domain:
     return Domain(
         name=name,
         item_keys=item_keys.astype(str),
-        item_attrs={a: np.asarray(v, dtype=str) for a, v in attrs.items()},
+        item_attrs=attrs,
         train_items=flat,
         train_offsets=offsets,
         val=targets["val.json"],
