@@ -1,7 +1,8 @@
 """The ``jaxrec`` command line. Subcommands are thin: they parse arguments and call the library.
 
 jaxrec demo [--workdir W]                       the main job on the built-in default data
-jaxrec merge --method M --base B --finetuned F1 F2 ... --out O [--set k=v]
+jaxrec merge --method M --base B --finetuned F1 F2 ... --out O [--set k=v]   (--list: methods)
+jaxrec merge --config recipe.yaml --out O       a mergekit YAML recipe
 jaxrec mdmt train --config FILE[:tokens] --workdir W [--set k=v ...] [--check]
 jaxrec mdmt compare --config FILE[:tokens] --workdir W [--set k=v ...] [--check]
 jaxrec mergerec run --config FILE[:tokens] --workdir W [--set k=v ...] [--check]
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = _Subparsers(parser.add_subparsers(dest="command", required=True), verbose)
 
     p = sub.add_parser("demo", help="run the main job on the built-in default data")
-    p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
+    p.add_argument("--workdir", type=_workdir, default=Path("runs/demo"))
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (smoke test)")
     p.set_defaults(func=_cmd_demo)
 
