@@ -91,17 +91,57 @@ def load_checked(
     except ValueError as e:
         right = [" ".join(k) for k, c in classes.items() if isinstance(cfg, c)]
         raise ValueError(f"{e} (run it with jaxrec {right[0]})" if right else str(e)) from None
+    _check_overrides_apply(cfg, overrides)
     if type(cfg).__name__ == "CompareConfig":  # run_overrides are applied to every run later
+        inapplicable = {}
         for label, run in cfg.runs.items():
             try:
-                config.apply_overrides(run, cfg.run_overrides)
+                run = config.apply_overrides(run, cfg.run_overrides)
             except ValueError as e:
                 raise ValueError(f"run_overrides on run {label!r}: {e}") from None
+            try:
+                _check_overrides_apply(run, cfg.run_overrides)
+            except ValueError as e:
+                inapplicable[label] = str(e)
+        if inapplicable and len(inapplicable) == len(cfg.runs):  # must apply to some row
+            raise ValueError(f"run_overrides apply to no run: {next(iter(inapplicable.values()))}")
     if check_paths:
         missing = [f"{field}={path}" for field, path in _paths_of(cfg) if not Path(path).exists()]
         if missing:
             raise FileNotFoundError(f"{spec}: paths not found: {', '.join(missing)}")
     return cfg
+
+
+def _unused_fields(cfg) -> dict[str, str]:
+    """Field prefixes of ``cfg`` that the run will not read, with the reason."""
+    name = type(cfg).__name__
+    out = {}
+    if name == "MergeRecConfig":
+        if not cfg.learned and not cfg.lambdas:
+            why = "no learned merges run (learned and lambdas are empty)"
+            out |= {"learn.": why, "learn_init": why, "seeds": why}
+        if not cfg.eval.groups:
+            why = "eval.groups is off"
+            out |= {"eval.length_edges": why, "eval.popularity_edges": why}
+    elif name == "ExperimentConfig":
+        if not cfg.stable.enabled:
+            why = "stable learning is off (stable.enabled=false)"
+            out |= {"stable.": why, "stable_levels": why}
+        if not cfg.adatask:
+            out["adatask_shared"] = "adatask is off"
+    return out
+
+
+def _check_overrides_apply(cfg, overrides: list[str]) -> None:
+    """An override of a field the chosen stages never read is an error, not silently ignored."""
+    unused = _unused_fields(cfg)
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key == "stable.enabled":
+            continue
+        for prefix, why in unused.items():
+            if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
+                raise ValueError(f"--set {key} does not apply: {why}")
 
 
 def _paths_of(cfg) -> list[tuple[str, str]]:

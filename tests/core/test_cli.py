@@ -191,3 +191,38 @@ def test_configs_lists_files_tokens_and_help(capsys, monkeypatch):
     assert rc == 0 and "fraction=<float>" in out and "amazon" in out and "Data scarcity" in out
     rc, _, err = _main(["configs", "nowhere.py"], capsys)
     assert rc == 2 and "config file not found: nowhere.py" in err
+
+
+@pytest.mark.parametrize(
+    "command, spec, overrides, message",
+    [
+        ("mdmt train", "mdmt/baseline.py:mmoe", ["stable.num_rff=5"], "stable learning is off"),
+        ("mdmt train", "mdmt/saf.py", ["adatask_shared=bottom"], "adatask is off"),
+        ("mergerec run", "mergerec/main.py", ["learned=", "learn.steps=3"], "no learned merges"),
+        ("mergerec run", "mergerec/main.py", ["eval.groups=false", "eval.length_edges=1"], "off"),
+        (
+            "mdmt compare",
+            "mdmt/table1.py:tiny,models=mlp",
+            ["run_overrides=stable.inner_steps=2"],
+            "run_overrides apply to no run",
+        ),
+    ],
+)
+def test_override_of_an_unused_field_is_an_error(capsys, command, spec, overrides, message):
+    argv = [*command.split(), "--config", f"configs/{spec}", "--workdir", "w", "--check"]
+    rc, _, err = _main([*argv, *(a for o in overrides for a in ("--set", o))], capsys)
+    assert rc == 2 and message in err and "does not apply" in err
+
+
+@pytest.mark.parametrize(
+    "command, spec, overrides",
+    [
+        ("mdmt train", "mdmt/baseline.py:mmoe", ["stable.num_rff=5", "stable.enabled=true"]),
+        ("mergerec run", "mergerec/main.py", ["learn.steps=3"]),
+        ("mdmt compare", "mdmt/table1.py:tiny,models=mlp+saf", ["run_overrides=stable.num_rff=2"]),
+    ],
+)
+def test_override_of_a_used_field_is_accepted(capsys, command, spec, overrides):
+    argv = [*command.split(), "--config", f"configs/{spec}", "--workdir", "w", "--check"]
+    rc, out, _ = _main([*argv, *(a for o in overrides for a in ("--set", o))], capsys)
+    assert rc == 0 and "config OK" in out
