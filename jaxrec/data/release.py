@@ -11,7 +11,7 @@ What the reader accepts (every rejection is a :class:`~jaxrec.data.errors.DataEr
 file and the key; a file missing from a folder is a ``FileNotFoundError``):
 
 * **users missing from val.json / test.json** train as usual and are not evaluated on that split
-  (``Domain.val`` / ``Domain.test`` hold ``NO_TARGET``); the counts are logged (INFO). This is
+  (``Domain.val`` / ``Domain.test`` hold ``NO_TARGET``); the counts are logged (WARNING). This is
   what the reference loader does: its evaluation sets are built from the keys those files have.
 * **users in val.json / test.json but not in train.json**: rejected (no input sequence).
 * **user keys** of train.json are distinct non-negative decimal integers; users are numbered in
@@ -237,7 +237,7 @@ def _build(name: str, files: dict, where: dict[str, str]) -> Domain:
         targets[fname] = out
         missing = int(np.count_nonzero(out == NO_TARGET))
         if missing:
-            log.info(
+            log.warning(
                 "%s: %d of %d users in train.json have no %s entry: they train, they are not "
                 "evaluated on that split",
                 name,
