@@ -35,7 +35,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.stable.hsic import HSICForm, weighted_hsic_knd
+from jaxrec.stable.hsic import (
+    HSICForm,
+    group_onehot,
+    hsic_active_pairs_knd,
+    hsic_pairs_knd,
+    screen_pairs,
+    weighted_hsic_knd,
+)
 from jaxrec.stable.rff import RFFKind, rff_apply, rff_draws, rff_features_knd
 
 __all__ = [
@@ -62,7 +69,7 @@ class StableConfig:
     lr: float = 0.2  # Adam: logit movement per step is ~lr at any batch size
     momentum: float = 0.9  # SGD momentum (lineage)
     lr_decay_half: bool = False  # lr x0.1 after m/2 steps (lineage)
-    reg: float = 0.005  # lambda_p: loss = HSIC / reg + regulariser
+    reg: float = 0.2  # lambda_p: loss = HSIC / reg + regulariser
     reg_kind: Literal["mean_sq", "lineage"] = "mean_sq"  # mean(w^2) of mean-1 w | sum softmax^2
     memory_momentum: float = 0.8  # alpha: memory = alpha memory + (1 - alpha) batch
     memory_warmup: int = 10  # first updates use the running mean
@@ -70,6 +77,12 @@ class StableConfig:
     hsic_form: HSICForm = "stablenet"  # "stablenet" (weighted cov per k) | "paper" (see module doc)
     standardize: bool = True  # z-score columns (valid rows) before the RFF
     init_logit: float = 1.0  # logits start here every batch (lineage: 1)
+    groups: int | tuple[int, ...] = 0  # column groups whose pairs are decorrelated (0: scalars)
+    normalize: bool = True  # weighted correlation (not covariance) of the RFF features
+    noise_floor: float = 12.0  # c: ignore group pairs within c null std of the noise level
+    estimator: Literal["exact", "randomized"] = "exact"  # randomized: Gaussian probes
+    num_probes: int = 16  # S, probes per group for the randomized estimate
+    max_pairs: int = 0  # > 0: screen once per batch, inner steps see only the top pairs
 
     def __post_init__(self):
         if self.num_rff < 1 or self.inner_steps < 0:
@@ -79,6 +92,21 @@ class StableConfig:
             )
         if self.lr <= 0 or self.reg <= 0:
             raise ValueError(f"lr and reg must be > 0, got lr={self.lr}, reg={self.reg}")
+        if self.noise_floor < 0 or self.num_probes < 1:
+            raise ValueError(
+                f"noise_floor must be >= 0 and num_probes >= 1, got {self.noise_floor}, "
+                f"{self.num_probes}"
+            )
+        if self.uses_pairs_loss and self.hsic_form != "stablenet":
+            raise ValueError(
+                "StableConfig.groups/normalize/noise_floor/estimator need hsic_form='stablenet', "
+                f"got {self.hsic_form!r}"
+            )
+        if self.max_pairs < 0 or (self.max_pairs and (self.groups or self.estimator != "exact")):
+            raise ValueError(
+                f"max_pairs={self.max_pairs} must be >= 0 and needs groups=0 and the exact "
+                f"estimator, got groups={self.groups!r}, estimator={self.estimator!r}"
+            )
         if not 0.0 <= self.memory_momentum < 1.0:
             raise ValueError(f"memory_momentum must lie in [0, 1), got {self.memory_momentum}")
         for name, allowed in (
@@ -86,11 +114,32 @@ class StableConfig:
             ("reg_kind", ("mean_sq", "lineage")),
             ("rff_kind", ("paper", "stablenet")),
             ("hsic_form", ("paper", "stablenet")),
+            ("estimator", ("exact", "randomized")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"StableConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 )
+
+    @property
+    def uses_pairs_loss(self) -> bool:
+        """Whether the loss needs :func:`~jaxrec.stable.hsic.hsic_pairs_knd` (any of groups,
+        normalize, noise_floor or the randomized estimate)."""
+        return bool(
+            self.groups
+            or self.normalize
+            or self.noise_floor > 0
+            or self.estimator != "exact"
+            or self.max_pairs
+        )
+
+    @classmethod
+    def all_pairs(cls, **overrides) -> StableConfig:
+        """The previous default: Adam on the logits and ``mean(w^2)`` as here, but the plain
+        all-pairs covariance loss (no normalisation, no noise floor, lambda_p = 0.005); it
+        decorrelates a planted pair among 5 columns but not among 64+ (see the module doc)."""
+        base = dict(reg=0.005, normalize=False, noise_floor=0.0)
+        return cls(**{**base, **overrides})
 
     @classmethod
     def lineage(cls, **overrides) -> StableConfig:
@@ -108,6 +157,8 @@ class StableConfig:
             hsic_form="stablenet",
             standardize=False,
             memory_momentum=0.9,
+            normalize=False,
+            noise_floor=0.0,
         )
         return cls(**{**base, **overrides})
 
@@ -181,6 +232,14 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
         lambda s: rff_draws(jax.random.fold_in(key, s), x_all.shape[1], cfg.num_rff, cfg.rff_kind)
     )(steps)
 
+    group_dg = group_onehot(x_all.shape[1], cfg.groups)
+    probe_key = jax.random.fold_in(key, 0x7FFFFFFF)
+    logits0 = jnp.full((n,), cfg.init_logit, jnp.float32)
+    if cfg.max_pairs and cfg.inner_steps:  # one all-pairs screen, the first step's draw
+        p0 = _masked_softmax(jnp.concatenate([logits0, mem_logits_m]), valid_all)
+        z0 = rff_apply(x_all, w_s[0], b_s[0], cfg.rff_kind)
+        a_p, b_p = screen_pairs(z0, p0, cfg.max_pairs, cfg.normalize)
+
     def loss_fn(logits_n, step):
         p_all = _masked_softmax(jnp.concatenate([logits_n, mem_logits_m]), valid_all)
         q_n = _masked_softmax(logits_n, valid_n)
@@ -189,11 +248,30 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
         else:  # mean of squared mean-1 weights = n_valid * sum q^2
             reg = jnp.sum(valid_n) * jnp.sum(q_n**2)
         z_knd = rff_apply(x_all, w_s[step], b_s[step], cfg.rff_kind)
-        hsic = weighted_hsic_knd(z_knd, p_all, valid_all, cfg.hsic_form)
+        if cfg.max_pairs:
+            hsic = hsic_active_pairs_knd(
+                z_knd, p_all, a_p, b_p, normalize=cfg.normalize, noise_floor=cfg.noise_floor
+            )
+        elif cfg.uses_pairs_loss:
+            probes = None
+            if cfg.estimator == "randomized":
+                num_j = 1 if group_dg is None else group_dg.shape[1]
+                probes = jax.random.normal(
+                    jax.random.fold_in(probe_key, step), (x_all.shape[1], num_j, cfg.num_probes)
+                )
+            hsic = hsic_pairs_knd(
+                z_knd,
+                p_all,
+                group_dg=group_dg,
+                normalize=cfg.normalize,
+                noise_floor=cfg.noise_floor,
+                probes_djs=probes,
+            )
+        else:
+            hsic = weighted_hsic_knd(z_knd, p_all, valid_all, cfg.hsic_form)
         return hsic / cfg.reg + reg
 
     opt = _optimizer(cfg)
-    logits0 = jnp.full((n,), cfg.init_logit, jnp.float32)
 
     def body(step, carry):
         logits, opt_state = carry
