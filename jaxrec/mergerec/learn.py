@@ -17,15 +17,20 @@ References: MergeRec (KDD 2026) Sec. 4 and its reference code; AdaMerging (ICLR 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxrec import merging
 from jaxrec.mergerec import losses
+from jaxrec.train import loop
 
 PyTree = Any
 EncodeFn = Callable[[PyTree, Mapping[str, jax.Array]], jax.Array]  # (params, batch) -> [B, H] unit
@@ -38,7 +43,10 @@ class LearnConfig:
     init: float = 0.2  # initial coefficient (reference: 0.2 for task vectors, 1.0 for folded TIES)
     lr: float = 1e-3  # Adam learning rate, no weight decay
     steps: int = 500  # optimisation steps
-    batch_size: int = 16  # pseudo-users per step, drawn uniformly from the union of items
+    batch_size: int = 16  # pseudo-users per step, drawn from the union of all domains' items
+    sampling: Literal["uniform", "epoch"] = "uniform"  # with replacement per step, or shuffled
+    # without replacement epoch by epoch (the reference's DataLoader)
+    log_every: int = 25  # steps between fetched (NaN-checked) and logged losses
     kd_weight: float = 1000.0  # lambda (effective lambda*T^2 = 2.5 with T = 0.05)
     kd_temperature: float = 0.05  # T
     kd_direction: Literal["teacher_student", "student_teacher"] = "teacher_student"
@@ -55,6 +63,8 @@ class LearnConfig:
             raise ValueError(f"LearnConfig.lr must be > 0, got {self.lr}")
         if self.kd_temperature <= 0:
             raise ValueError("kd_temperature must be > 0")
+        if self.sampling not in ("uniform", "epoch"):
+            raise ValueError(f"LearnConfig.sampling={self.sampling!r}; allowed: uniform, epoch")
 
 
 def init_coefficients(num_tasks: int, groups: PyTree | None, init: float) -> Any:
@@ -140,6 +150,51 @@ def pad_tables(tables: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
     return padded, mask
 
 
+def coefficient_array(coeffs: Any) -> jax.Array:
+    """``[K]`` or, layer-wise, ``[G, K]`` (groups in sorted order)."""
+    if isinstance(coeffs, dict):
+        return jnp.stack([jnp.asarray(coeffs[g]) for g in sorted(coeffs)])
+    return jnp.asarray(coeffs)
+
+
+def pseudo_user_batches(pseudo: PseudoUsers, cfg: LearnConfig, seed: int):
+    """``(steps_per_epoch, batches(epoch, start))`` of pseudo-user batches (host arrays).
+
+    ``uniform``: every step draws ``batch_size`` rows with replacement with
+    ``np.random.default_rng((seed, step))`` (one "epoch" = the whole run). ``epoch``: the rows are
+    shuffled with ``np.random.default_rng((seed, epoch))`` and cut into batches without replacement
+    (the last incomplete batch is dropped), as the reference's shuffled DataLoader does.
+    """
+    total = len(pseudo.domain)
+    if cfg.sampling == "epoch":
+        if total < cfg.batch_size:
+            raise ValueError(f"{total} pseudo-users < learn.batch_size={cfg.batch_size}")
+        steps_per_epoch = total // cfg.batch_size
+    else:
+        steps_per_epoch = max(cfg.steps, 1)
+
+    def take(rows):
+        batch = {k: v[rows] for k, v in pseudo.tokens.items()}
+        batch.update(
+            domain=pseudo.domain[rows],
+            item=pseudo.item[rows],
+            mask=np.ones(len(rows), np.float32),
+        )
+        return batch
+
+    def batches(epoch, start):
+        if cfg.sampling == "epoch":
+            order = np.random.default_rng((seed, epoch)).permutation(total)
+            for b in range(start, steps_per_epoch):
+                yield take(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+        else:
+            for step in range(start, steps_per_epoch):
+                rng = np.random.default_rng((seed, step))
+                yield take(rng.choice(total, cfg.batch_size, replace=True))
+
+    return steps_per_epoch, batches
+
+
 def learn_coefficients(
     step_fn,
     optimizer,
@@ -153,46 +208,84 @@ def learn_coefficients(
     teacher_knh,
     cfg: LearnConfig,
     seed: int,
+    workdir: str | os.PathLike | None = None,
     refresh_items=None,
     progress: bool = True,
     desc: str = "learn",
 ):
-    """Runs ``cfg.steps`` coefficient steps; returns ``(coeffs, history)``.
+    """Runs ``cfg.steps`` coefficient steps with the shared fit loop; returns ``(coeffs, history)``.
 
-    Batches of ``cfg.batch_size`` pseudo-users are drawn uniformly from the union of all domains'
-    items with ``np.random.default_rng((seed, step))``. ``history`` holds per-step coefficients
-    (the trajectory) and losses. ``refresh_items(coeffs) -> items_knh`` is called every
+    Pseudo-user batches come from :func:`pseudo_user_batches`. The per-step coefficients (the
+    trajectory) and losses are written into fixed-size device buffers inside the jitted step, so
+    the host fetches metrics only at log steps and a resumed run continues the same trajectory.
+    ``history`` holds ``coefficients`` ``[steps + 1, K]`` (``[steps + 1, G, K]`` layer-wise) and
+    one ``[steps]`` array per loss term. ``refresh_items(coeffs) -> items_knh`` is called every
     ``cfg.refresh_items_every`` steps when given (0: the merged item table stays frozen).
-    """
-    import numpy as np
-    from tqdm.auto import tqdm
 
+    With ``workdir`` the run checkpoints there and resumes (also after Ctrl-C); without it, it
+    runs in a temporary folder.
+    """
+    if workdir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return learn_coefficients(
+                step_fn, optimizer, coeffs, base=base, tvs=tvs, pseudo=pseudo,
+                items_knh=items_knh, item_mask_kn=item_mask_kn, teacher_knh=teacher_knh,
+                cfg=cfg, seed=seed, workdir=tmp, refresh_items=refresh_items,
+                progress=progress, desc=desc,
+            )  # fmt: skip
     opt_state = optimizer.init(coeffs)
-    total = len(pseudo.domain)
-    history: dict[str, list] = {"coefficients": [jax.tree_util.tree_map(np.asarray, coeffs)]}
-    for step in tqdm(range(cfg.steps), desc=desc, leave=False, disable=not progress or None):
-        rows = np.random.default_rng((seed, step)).choice(total, cfg.batch_size, replace=True)
-        batch = {k: v[rows] for k, v in pseudo.tokens.items()}
-        batch.update(
-            domain=pseudo.domain[rows],
-            item=pseudo.item[rows],
-            mask=np.ones(cfg.batch_size, np.float32),
-        )
+    steps_per_epoch, batches = pseudo_user_batches(pseudo, cfg, seed)
+    example = next(iter(batches(0, 0)))
+    out_shapes = jax.eval_shape(
+        step_fn, coeffs, opt_state, base, tvs, example, items_knh, item_mask_kn, teacher_knh
+    )[2]
+    trajectory = jnp.zeros((cfg.steps + 1, *jnp.shape(coefficient_array(coeffs))), jnp.float32)
+    state = {
+        "coeffs": coeffs,
+        "opt_state": opt_state,
+        "trajectory": trajectory.at[0].set(coefficient_array(coeffs)),
+        "losses": {k: jnp.zeros((cfg.steps,), jnp.float32) for k in out_shapes},
+        "items": items_knh if refresh_items is not None and cfg.refresh_items_every else None,
+    }
+    tables = {"items": items_knh}  # the frozen merged item table (not part of the state)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, batch, step, items_knh, base, tvs):  # state without "items"
         coeffs, opt_state, out = step_fn(
-            coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh
-        )
-        out = {k: float(v) for k, v in out.items()}
-        if not all(map(np.isfinite, out.values())):
-            raise FloatingPointError(
-                f"{desc}: non-finite loss {out} at step {step} (pseudo-user rows {rows.tolist()})"
-            )
-        for k, v in out.items():
-            history.setdefault(k, []).append(v)
-        history["coefficients"].append(jax.tree_util.tree_map(np.asarray, coeffs))
-        if (
-            refresh_items is not None
-            and cfg.refresh_items_every
-            and (step + 1) % cfg.refresh_items_every == 0
-        ):
-            items_knh = refresh_items(coeffs)
-    return coeffs, history
+            state["coeffs"], state["opt_state"], base, tvs, batch, items_knh, item_mask_kn,
+            teacher_knh,
+        )  # fmt: skip
+        new = dict(state, coeffs=coeffs, opt_state=opt_state)
+        new["trajectory"] = state["trajectory"].at[step + 1].set(coefficient_array(coeffs))
+        new["losses"] = {k: v.at[step].set(out[k]) for k, v in state["losses"].items()}
+        return new, out
+
+    def loop_step(state, batch, step):
+        items = state.pop("items")
+        state, out = train_step(state, batch, step, tables["items"] if items is None else items,
+                                base, tvs)  # fmt: skip
+        if items is not None and (step + 1) % cfg.refresh_items_every == 0:
+            items = refresh_items(state["coeffs"])
+        return dict(state, items=items), out
+
+    result = loop.fit(
+        state,
+        loop_step,
+        batches,
+        loop.LoopConfig(
+            total_steps=cfg.steps,
+            steps_per_epoch=steps_per_epoch,
+            log_every=cfg.log_every,
+            checkpoint_every=0,
+            checkpoint_seconds=120.0,
+            max_to_keep=1,
+        ),
+        workdir,
+        desc=desc,
+        progress=progress,
+        curves=False,
+    )
+    final = jax.device_get(result.state)
+    history = {"coefficients": np.asarray(final["trajectory"])}
+    history.update({k: np.asarray(v) for k, v in final["losses"].items()})
+    return result.state["coeffs"], history

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from jaxrec.config import apply_overrides, config_payload, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.train import mdmt as tm
+from jaxrec.workdir import config_diff
 
 __all__ = [
     "CompareConfig",
@@ -144,28 +145,6 @@ def small_model_config(config, *, max_dim: int, emb_dim: int | None = None):
 
 
 # ------------------------------------------------------------------------------------ running
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: tree}
-
-
-def _config_diff(saved: dict, requested: dict) -> list[str]:
-    a, b = _flatten(saved), _flatten(requested)
-    diff = []
-    for key in sorted(set(a) | set(b)):
-        if key.split(".")[0] in _IGNORED_FIELDS:
-            continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            diff.append(
-                f"{key}: saved {a.get(key, '<absent>')!r}, requested {b.get(key, '<absent>')!r}"
-            )
-    return diff
-
-
 def _payload(cfg: tm.ExperimentConfig) -> dict:
     """The JSON form ``save_config`` writes (tuples as lists, after a JSON round trip)."""
     return json.loads(json.dumps(config_payload(cfg)))
@@ -176,7 +155,7 @@ def _check_saved(path: Path, cfg: tm.ExperimentConfig) -> None:
     if not file.is_file():
         return
     saved = json.loads(file.read_text())
-    diff = _config_diff(saved, _payload(cfg))
+    diff = config_diff(saved, _payload(cfg), ignore=[f"config.{f}" for f in _IGNORED_FIELDS])
     if diff:
         raise ValueError(
             f"{file} holds a different config than requested; refusing to reuse or overwrite it "

@@ -43,7 +43,8 @@ import optax
 from flax import nnx
 
 from jaxrec import checkpoint, metrics, sharding, stable
-from jaxrec.config import UnknownNameError, accepted_kwargs, check_choice, save_config
+from jaxrec import workdir as workdir_lib
+from jaxrec.config import UnknownNameError, accepted_kwargs, check_choice
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.models import mdmt as mdmt_models
 from jaxrec.pytree import key_str
@@ -402,8 +403,29 @@ def run(
         trainer = Trainer(cfg, ds.schema)
     else:
         _check_compatible(trainer, cfg, ds.schema)
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, workdir)
+    with workdir_lib.lock(workdir):
+        workdir_lib.claim_config(cfg, workdir, ignore=RESUMABLE_FIELDS)
+        return _run(cfg, workdir, ds, trainer)
+
+
+# Fields a rerun on an existing workdir may change: they say how to run, or how long to train (a
+# rerun with more steps continues the run; metrics.json reports the steps really done).
+RESUMABLE_FIELDS = (
+    "progress",
+    "log_every",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "eval_splits",
+    "eval_batch_size",
+    "mesh_data",
+    "epochs",
+    "max_steps",
+    "eval_every",
+    "patience",
+)
+
+
+def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str, Any]:
     steps_per_epoch = mdmt_data.num_batches(ds["train"], cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps > 0:

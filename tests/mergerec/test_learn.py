@@ -85,7 +85,13 @@ def test_mergerec_learning_lowers_loss_without_recompiles(problem):
     cfg = learn.LearnConfig(
         objective="mergerec", lr=5e-2, steps=30, batch_size=8, kd_weight=10.0, kd_temperature=0.5
     )
-    step, opt = learn.make_step(encode, cfg)
+    traces = {"n": 0}
+
+    def counting_encode(params, batch):
+        traces["n"] += 1  # runs once per trace of the jitted step
+        return encode(params, batch)
+
+    step, opt = learn.make_step(counting_encode, cfg)
     coeffs = learn.init_coefficients(K, None, 0.2)
     pseudo = learn.PseudoUsers(
         tokens={"input_ids": tokens.reshape(K * N, -1)},
@@ -111,8 +117,9 @@ def test_mergerec_learning_lowers_loss_without_recompiles(problem):
         seed=0,
         progress=False,
     )
-    assert step._cache_size() == 1  # one compilation for all 30 steps
+    assert traces["n"] == 1  # one compilation for all 30 steps
     assert len(hist["loss"]) == 30 and len(hist["coefficients"]) == 31
+    np.testing.assert_array_equal(hist["coefficients"][-1], np.asarray(out))
     assert np.mean(hist["loss"][-5:]) < np.mean(hist["loss"][:5])
     assert not np.allclose(np.asarray(out), 0.2)
 
@@ -154,3 +161,25 @@ def test_layerwise_coefficients_and_sharded_equals_single_device(problem):
             np.asarray(sharded[g]), np.asarray(single[g]), rtol=1e-5, atol=1e-6
         )
     assert any(not np.allclose(np.asarray(single[g]), 1.0) for g in single)
+
+
+def test_epoch_sampling_covers_every_pseudo_user_once_per_epoch():
+    pseudo = learn.PseudoUsers(
+        tokens={"input_ids": np.arange(22, dtype=np.int32)[:, None]},
+        domain=np.repeat(np.arange(2, dtype=np.int32), 11),
+        item=np.tile(np.arange(11, dtype=np.int32), 2),
+    )
+    cfg = learn.LearnConfig(sampling="epoch", batch_size=5, steps=12)
+    steps_per_epoch, batches = learn.pseudo_user_batches(pseudo, cfg, seed=3)
+    assert steps_per_epoch == 4  # 22 // 5: the incomplete batch is dropped
+    for epoch in (0, 1):
+        ids = np.concatenate([b["input_ids"][:, 0] for b in batches(epoch, 0)])
+        assert len(ids) == 20 and len(set(ids.tolist())) == 20  # without replacement
+    tail = [b["input_ids"][:, 0] for b in batches(1, 2)]  # resume mid-epoch: same batches
+    np.testing.assert_array_equal(
+        np.concatenate(tail), np.concatenate([b["input_ids"][:, 0] for b in batches(1, 0)][2:])
+    )
+    first = np.concatenate([b["input_ids"][:, 0] for b in batches(0, 0)])
+    assert not np.array_equal(first, np.concatenate([b["input_ids"][:, 0] for b in batches(1, 0)]))
+    uniform = learn.LearnConfig(batch_size=5, steps=12)
+    assert learn.pseudo_user_batches(pseudo, uniform, seed=3)[0] == 12

@@ -217,6 +217,11 @@ def test_run_writes_metrics_resumes_and_early_stops(trainer, dataset, tmp_path):
     )
     assert res3["early_stopped"] and res3["steps"] == 2
 
+    # a changed config on the finished workdir is refused, naming the field; nothing relabelled
+    with pytest.raises(ValueError, match=r"seed: saved 0, requested 7"):
+        tm.run(dataclasses.replace(cfg, seed=7), tmp_path, dataset=dataset, trainer=trainer)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["seed"] == 0
+
     with pytest.raises(ValueError, match="learning_rate"):
         tm.run(
             dataclasses.replace(cfg, learning_rate=0.5),
