@@ -137,7 +137,7 @@ def find_movielens(name: str = "ml-100k") -> Path:
 def _year(value: str) -> str:
     try:
         return str(int(float(value)))
-    except ValueError:
+    except (ValueError, OverflowError):  # text, nan, inf: kept as written
         return value.strip()
 
 

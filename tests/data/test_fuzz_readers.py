@@ -6,6 +6,9 @@ deleted lines), then calls the public reader. The property: the reader returns a
 (its splits can be built) or raises :class:`jaxrec.data.DataError` whose message names the damaged
 file (a missing-file ``FileNotFoundError`` cannot happen here: every file exists). Any other
 exception (a bare ``json``/``numpy``/``gzip`` error) fails the test.
+
+30 examples per test by default (the whole file runs in seconds); a longer search:
+``JAXREC_FUZZ_EXAMPLES=1000 pytest tests/data/test_fuzz_readers.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -368,6 +370,25 @@ def test_aliccp_csv_damaged(layout, split, ops):
             ds.validate()
 
 
+@FUZZ
+@given(ops=OPS, value=st.none() | JSON)
+def test_aliccp_store_meta_damaged(ops, value):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, store = Path(tmp), Path(tmp) / "store"
+        for s, name in enumerate(("train", "val", "test")):
+            (folder / f"ali_ccp_{name}.csv").write_bytes(_csv(RECHUB_HEADER, 6, s))
+        mdmt.load_aliccp(folder, cache_dir=store)
+        meta = store / "meta.json"
+        if value is None:
+            meta.write_bytes(mutate(meta.read_bytes(), ops))
+        else:  # a random value in place of one top-level entry
+            obj = json.loads(meta.read_text())
+            obj[("schema", "splits", "info")[ops[0][1] % 3]] = value
+            meta.write_text(json.dumps(obj))
+        columns = list(store.iterdir())
+        loads_or_data_error(lambda: mdmt.open_store(store), *columns)
+
+
 def _raw_tianchi() -> dict[str, bytes]:
     files = {}
     for part, n in (("train", 12), ("test", 4)):
@@ -426,10 +447,3 @@ def test_fuzz_inputs_are_valid_when_undamaged():
             (tmp / name).write_bytes(raw)
         ds = mdmt.preprocess_raw(tmp, tmp / "st", fields=("101", "205", "301"), min_count=0)
         assert set(ds["train"].domain.tolist()) <= {0, 1, 2}
-
-
-@pytest.mark.slow
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(file=st.sampled_from(sorted(RELEASE)), ops=OPS)
-def test_release_damaged_bytes_long(file, ops):
-    test_release_damaged_bytes.hypothesis.inner_test(file, ops)

@@ -152,13 +152,27 @@ def write_store_meta(folder: Path, schema: MDMTSchema, sizes: dict[str, int], in
 
 
 def open_store(folder: str | os.PathLike) -> MDMTDataset:
-    """Opens a columnar store (``meta.json`` + raw column files) as memory-mapped splits."""
+    """Opens a columnar store (``meta.json`` + raw column files) as memory-mapped splits.
+
+    The column values are not re-validated (that would read the whole store; the writer checked
+    them); a damaged ``meta.json``, a missing column file or one whose size does not match
+    raises :class:`~jaxrec.data.errors.DataError` naming the file.
+    """
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"no columnar store at {folder}: {meta_path} is missing")
-    meta = json.loads(meta_path.read_text())
-    schema = MDMTSchema(**{k: tuple(v) for k, v in meta["schema"].items()})
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        schema = MDMTSchema(**{k: tuple(v) for k, v in meta["schema"].items()})
+        sizes = {str(split): n for split, n in meta["splits"].items()}
+        if not all(type(n) is int and n >= 0 for n in sizes.values()):
+            raise ValueError(f"split sizes must be non-negative ints, got {sizes}")
+        info = dict(meta["info"])
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise DataError(
+            f"{meta_path}: not a columnar store description ({type(err).__name__}: {err})"
+        ) from None
     widths = {
         "sparse": (schema.num_sparse,),
         "dense": (schema.num_dense,),
@@ -166,10 +180,12 @@ def open_store(folder: str | os.PathLike) -> MDMTDataset:
         "labels": (schema.num_tasks,),
     }
     splits = {}
-    for split, n in meta["splits"].items():
+    for split, n in sizes.items():
         cols = {}
         for name, tail in widths.items():
             path = folder / f"{split}.{name}.{np.dtype(COLUMNS[name]).name}"
+            if n and all(tail) and not path.is_file():
+                raise DataError(f"{meta_path}: split {split!r} has {n} rows but no {path.name}")
             if (
                 n
                 and all(tail)
@@ -179,4 +195,4 @@ def open_store(folder: str | os.PathLike) -> MDMTDataset:
                 raise DataError(f"{path}: size {path.stat().st_size} does not match {n} rows")
             cols[name] = _map(path, COLUMNS[name], tail, n)
         splits[split] = MDMTSplit(**cols)
-    return MDMTDataset(schema, splits, {**meta["info"], "store": str(folder)})
+    return MDMTDataset(schema, splits, {**info, "store": str(folder)})
