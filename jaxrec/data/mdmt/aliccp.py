@@ -15,8 +15,16 @@ Layouts:
   rows with purchase but no click dropped; a seeded 10% of train becomes val).
 
 Every reader accepts a columnar store folder (``meta.json``) too, and the CSV readers can write
-one (``cache_dir``) so later loads are memory-mapped. Malformed rows raise ``ValueError`` naming
-``file:line``.
+one (``cache_dir``) so later loads are memory-mapped.
+
+Accepted input: blank lines are skipped; repeated lines are separate samples (Ali-CCP has no
+sample key to de-duplicate on); a repeated ``common_feature_index`` line is ignored when identical.
+Rejected with :class:`~jaxrec.data.errors.DataError` naming ``file:line``: a missing header
+column, a wrong value count, a value that is not a number (non-UTF-8 bytes included), a sparse id
+that is negative, fractional, non-finite or above ``MAX_ID``, a dense value that is not finite,
+click/purchase other than 0/1, a field-301 value that is not a domain (or, AITM/raw, a value not
+seen in train), a raw feature id outside ``[0, 2**63)``, a conflicting repeated
+``common_feature_index``, an unknown ``common_feature_index``, a sample without field 301.
 
 References: ESMM (Ma et al., SIGIR 2018) for Ali-CCP; AITM (Xi et al., KDD 2021) preprocessing;
 Scenario-Wise-Rec (Wang et al., 2024) / torch-rechub layout; SAF (AAAI 2026).
