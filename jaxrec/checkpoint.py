@@ -38,7 +38,14 @@ from safetensors import SafetensorError
 
 from jaxrec.pytree import describe_mismatch, named_leaves
 
-__all__ = ["Checkpointer", "CheckpointError", "save_params", "load_params", "write_text_atomic"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointError",
+    "atomic_path",
+    "atomic_write",
+    "load_params",
+    "save_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +199,6 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and an atomic
-    rename: a crash leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from jaxrec.checkpoint import write_text_atomic
+from jaxrec.checkpoint import atomic_write
 from jaxrec.config import config_payload
 
 __all__ = [
@@ -98,7 +98,7 @@ def check_key(path: str | os.PathLike, key: dict[str, Any], what: str) -> None:
                 + "; ".join(diff)
             )
         return
-    write_text_atomic(path, json.dumps(key, indent=1, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(key, indent=1, sort_keys=True) + "\n")
 
 
 def claim_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = ()) -> Path:
@@ -126,7 +126,7 @@ def claim_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = (
                     "relabel its results (use another workdir or delete it). Differing fields: "
                     + "; ".join(diff)
                 )
-    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _alive(pid: int) -> bool:

@@ -247,6 +247,7 @@ def learn_coefficients(
         "losses": {k: jnp.zeros((cfg.steps,), jnp.float32) for k in out_shapes},
         "items": items_knh if refresh_items is not None and cfg.refresh_items_every else None,
     }
+    state = jax.tree.map(jnp.copy, state)  # own buffers (the step donates; groups share init)
     tables = {"items": items_knh}  # the frozen merged item table (not part of the state)
 
     @functools.partial(jax.jit, donate_argnums=0)

@@ -1,16 +1,23 @@
 """The MergeRec experiment pipeline: fine-tune per domain, merge with every method, learn merging
 coefficients on pseudo-users, evaluate every model on every domain, write tables and plots.
 
-Stages and what they leave in the workdir (a rerun reuses every finished stage):
+Stages and what they leave in the workdir. Every stage is keyed by the config fields it depends
+on (``stage.json`` / ``*.stage.json``): a rerun reuses a stage only when those fields are
+unchanged and otherwise stops before any work, naming the differing fields (results are never
+relabelled; use another workdir or delete the stage's files). One run at a time holds the
+workdir (``.lock``).
 
-  config.json                      resolved config
-  finetune/<domain>/best.safetensors   source models (early-stopped), resumable checkpoints
-  finetune/joint/...               joint-learning model (shuffled union of the merged domains)
-  teachers/<domain>.npy            fine-tuned item embeddings (the teachers of MergeRec's KD)
-  results/<method>.json            per-domain metrics of each method (and seed)
-  learned/<method>_s<seed>.npz     coefficient trajectories and losses per step
-  results.csv, results.md          all rows; tables normalised to the fine-tuned models
-  *.png                            coefficient trajectories, entropy/cross-entropy curves, lambda
+  config.json                          resolved config (written after the stage checks)
+  finetune/<domain>/best.safetensors   source models (early-stopped), resumable checkpoints,
+                                       metrics.jsonl, curves.csv/png, teacher_items.npy (the
+                                       fine-tuned item embeddings: the teachers of MergeRec's KD)
+  finetune/joint/...                   joint-learning model (shuffled union of the merged domains)
+  results/<run>.json                   per-domain metrics of each run (fields: method,
+                                       granularity, kd_weight, seed; plain names such as
+                                       ``ties``, ``mergerec_layer_kd1000_s0``)
+  learned/<run>/, learned/<run>.npz    resumable coefficient learning; trajectory and losses
+  results.csv, results.md              all rows; tables normalised to the fine-tuned models
+  *.png                                coefficient trajectories, entropy/cross-entropy, lambda
 
 References: MergeRec (KDD 2026); AdaMerging (ICLR 2024); TIES-Merging (NeurIPS 2023).
 """
@@ -32,6 +39,8 @@ import numpy as np
 
 from jaxrec import config as configlib
 from jaxrec import merging, metrics
+from jaxrec import workdir as workdir_lib
+from jaxrec.checkpoint import atomic_path, atomic_write
 from jaxrec.data.domain import Domain
 from jaxrec.mergerec import finetune as ft
 from jaxrec.mergerec import learn, report
@@ -201,14 +210,59 @@ def load_domains(cfg: DataConfig) -> list[Domain]:
     return domains
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One evaluated model of the experiment, as data (labels are made only for printing).
+
+    ``method``: "zero-shot", "fine-tuned", "joint", a training-free merge method, or a learned
+    objective ("mergerec", "adamerging"); learned runs also carry their ``granularity``,
+    ``kd_weight`` and ``seed``.
+    """
+
+    method: str
+    granularity: str | None = None
+    kd_weight: float | None = None
+    seed: int | None = None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def slug(self) -> str:
+        """A plain file name: ``mergerec_layer_s0``, ``mergerec_domain_kd10_s0``, ``ties``."""
+        parts = [self.method.replace("-", "_")]
+        if self.granularity:
+            parts.append(self.granularity)
+        if self.kd_weight is not None:
+            parts.append(f"kd{self.kd_weight:g}")
+        if self.seed is not None:
+            parts.append(f"s{self.seed}")
+        return "_".join(parts)
+
+
+def row_label(row: dict[str, Any], default_kd_weight: float) -> str:
+    """The printed name of a result row: ``mergerec (layer)``, ``mergerec (domain) lambda=10``."""
+    name = row["method"]
+    if row.get("granularity"):
+        name += f" ({row['granularity']})"
+    kd = row.get("kd_weight")
+    if kd is not None and kd != default_kd_weight:
+        name += f" lambda={kd:g}"
+    return name
+
+
+_RUN_FIELDS = ("method", "granularity", "kd_weight", "seed")
+
+
 class Experiment:
-    """One MergeRec experiment in a workdir; every stage is cached there."""
+    """One MergeRec experiment in a workdir; every stage is cached there, keyed by the config
+    fields it depends on (:mod:`jaxrec.workdir`): a rerun reuses a stage only for the same fields
+    and refuses, naming the fields, when they changed."""
 
     def __init__(self, cfg: MergeRecConfig, workdir: str | Path):
         self.cfg = cfg
         self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        configlib.save_config(cfg, self.workdir)
         self.domains = load_domains(cfg.data)
         names = [d.name for d in self.domains]
         unknown = set(cfg.data.merge) | set(cfg.data.scarce)
@@ -223,32 +277,121 @@ class Experiment:
         self.backbone = Backbone(cfg.backbone)
         self.rows: list[dict[str, Any]] = []
         self._item_tokens: dict[str, Any] = {}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for key_file, key, what in self.stage_keys():  # before any work or any write
+            if key_file.is_file():
+                workdir_lib.check_key(key_file, key, what)
+        configlib.save_config(cfg, self.workdir)
+
+    # ------------------------------------------------------------------ stage keys
+    def _finetune_key(self, domain: str) -> dict[str, Any]:
+        return {
+            "data": configlib.to_dict(self.cfg.data),
+            "backbone": configlib.to_dict(self.cfg.backbone),
+            "finetune": configlib.to_dict(self._finetune_cfg(domain)),
+            "domains": self.merged_names if domain == "joint" else [domain],
+        }
+
+    def _result_key(self, run: Run) -> dict[str, Any]:
+        cfg = self.cfg
+        key = {
+            "data": configlib.to_dict(cfg.data),
+            "backbone": configlib.to_dict(cfg.backbone),
+            "finetune": configlib.to_dict(cfg.finetune),
+            "eval": configlib.to_dict(cfg.eval),
+            "run": run.fields,
+        }
+        if run.method in merging.METHODS.names():
+            key["merge_hparams"] = parse_hparams(cfg.merge_hparams).get(run.method, {})
+            key["merged"] = self.merged_names
+        elif run.granularity is not None:  # learned
+            key["learn"] = configlib.to_dict(self._learn_cfg(run, init=None))
+            key["learn_init"] = cfg.learn_init
+            key["ties"] = parse_hparams(cfg.merge_hparams).get("ties", {})
+            key["merged"] = self.merged_names
+        return key
+
+    def learned_runs(self) -> list[Run]:
+        cfg = self.cfg
+        runs = []
+        for spec in cfg.learned:
+            objective, _, granularity = spec.partition(":")
+            for seed in cfg.seeds:
+                runs.append(Run(objective, granularity or "domain", cfg.learn.kd_weight, seed))
+        for lam in cfg.lambdas:
+            for seed in cfg.seeds:
+                runs.append(Run("mergerec", "domain", float(lam), seed))
+        return list(dict.fromkeys(runs))
+
+    def planned_runs(self) -> list[Run]:
+        cfg = self.cfg
+        runs = [Run("zero-shot")] if cfg.zero_shot else []
+        runs.append(Run("fine-tuned"))
+        if cfg.joint:
+            runs.append(Run("joint"))
+        runs += [Run(m) for m in cfg.merges]
+        return runs + self.learned_runs()
+
+    def stage_keys(self) -> list[tuple[Path, dict[str, Any], str]]:
+        """``(key file, key, stage name)`` of every stage this config would use."""
+        out = []
+        tuned = [d.name for d in self.domains] + (["joint"] if self.cfg.joint else [])
+        for name in tuned:
+            path = self.workdir / "finetune" / name / "stage.json"
+            out.append((path, self._finetune_key(name), f"fine-tuning {name}"))
+        for run in self.planned_runs():
+            path = self.workdir / "results" / f"{run.slug}.stage.json"
+            out.append((path, self._result_key(run), f"results of {run.slug}"))
+        return out
 
     # ------------------------------------------------------------------ helpers
-    def _result_file(self, method: str) -> Path:
-        slug = method.replace(" ", "_").replace("(", "").replace(")", "").replace(":", "-")
-        return self.workdir / "results" / f"{slug}.json"
+    def _finetune_cfg(self, domain: str) -> ft.FinetuneConfig:
+        cfg = self.cfg.finetune
+        if domain in self.cfg.data.scarce:
+            d = next(x for x in self.domains if x.name == domain)
+            n = len(d.finetune_examples(self.backbone.cfg.max_history))
+            cfg = dataclasses.replace(
+                cfg, max_train_users=max(2, int(round(self.cfg.data.scarce_fraction * n)))
+            )
+        return cfg
+
+    def _learn_cfg(self, run: Run, init: float | None) -> learn.LearnConfig:
+        return dataclasses.replace(
+            self.cfg.learn,
+            objective=run.method,
+            granularity=run.granularity,
+            kd_weight=run.kd_weight,
+            **({} if init is None else {"init": init}),
+        )
+
+    def _stage_dir(self, name: str) -> Path:
+        workdir_lib.check_key(
+            self.workdir / "finetune" / name / "stage.json",
+            self._finetune_key(name),
+            f"fine-tuning {name}",
+        )
+        return self.workdir / "finetune" / name
 
     def item_tokens(self, d: Domain):
         if d.name not in self._item_tokens:
             self._item_tokens[d.name] = self.backbone.item_tokens(d)
         return self._item_tokens[d.name]
 
-    def _evaluate(
-        self,
-        method: str,
-        params_for: Any,
-        domains: Sequence[Domain] | None = None,
-        extra: dict | None = None,
-    ) -> list[dict]:
-        """Evaluates ``params_for(domain)`` (or one params pytree) on each domain; cached."""
-        cache = self._result_file(method)
+    def _evaluate(self, run: Run, params_for: Any) -> list[dict]:
+        """Evaluates ``params_for(domain)`` (or one params pytree) on every domain; cached in
+        ``results/<slug>.json`` under the run's stage key."""
+        cache = self.workdir / "results" / f"{run.slug}.json"
+        workdir_lib.check_key(
+            cache.with_suffix(".stage.json"), self._result_key(run), f"results of {run.slug}"
+        )
         if cache.exists():
             rows = json.loads(cache.read_text())
             self.rows += rows
             return rows
+        if callable(params_for) and run.granularity is not None:
+            params_for = params_for()  # a learned run: train only when its results are missing
         rows = []
-        for d in domains or self.domains:
+        for d in self.domains:
             params = params_for(d) if callable(params_for) else params_for
             item_reps = self.backbone.embed(params, self.item_tokens(d))
             for split in self.cfg.eval.splits:
@@ -262,7 +405,7 @@ class Experiment:
                     item_reps=item_reps,
                     return_ranks=True,
                 )
-                row = {"method": method, "domain": d.name, "split": split, **res, **(extra or {})}
+                row = {**run.fields, "domain": d.name, "split": split, **res}
                 if split == "test" and self.cfg.eval.groups:
                     ex = d.split("test", self.backbone.cfg.max_history)
                     row["groups_length"] = metrics.grouped(
@@ -273,40 +416,36 @@ class Experiment:
                         ranks, pop, self.cfg.eval.popularity_edges, self.cfg.eval.ks
                     )
                 rows.append(row)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(rows, indent=1))
+        atomic_write(cache, json.dumps(rows, indent=1))
         self.rows += rows
-        log.info("%s: %s", method, {r["domain"]: round(r.get("recall@10", 0), 4) for r in rows})
+        log.info(
+            "%s: recall@10 %s",
+            row_label(rows[0], self.cfg.learn.kd_weight),
+            {r["domain"]: round(r.get("recall@10", 0), 4) for r in rows},
+        )
         return rows
 
     # ------------------------------------------------------------------ stages
     def finetuned(self) -> dict[str, Any]:
-        out = {}
-        for d in self.domains:
-            cfg = self.cfg.finetune
-            if d.name in self.cfg.data.scarce:
-                n = len(d.finetune_examples(self.backbone.cfg.max_history))
-                cfg = dataclasses.replace(
-                    cfg, max_train_users=max(2, int(round(self.cfg.data.scarce_fraction * n)))
-                )
-            out[d.name] = ft.finetune(
+        return {
+            d.name: ft.finetune(
                 self.backbone,
                 [d],
-                cfg,
-                self.workdir / "finetune" / d.name,
+                self._finetune_cfg(d.name),
+                self._stage_dir(d.name),
                 desc=f"finetune {d.name}",
             )
-        return out
+            for d in self.domains
+        }
 
     def teachers(self, finetuned: dict[str, Any]) -> list[jax.Array]:
         tables = []
         for d in self.merged:
-            path = self.workdir / "teachers" / f"{d.name}.npy"
+            path = self.workdir / "finetune" / d.name / "teacher_items.npy"
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(
-                    path, np.asarray(self.backbone.embed(finetuned[d.name], self.item_tokens(d)))
-                )
+                table = np.asarray(self.backbone.embed(finetuned[d.name], self.item_tokens(d)))
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.save(f, table)
             tables.append(jnp.asarray(np.load(path)))
         return tables
 
@@ -315,29 +454,29 @@ class Experiment:
         t0 = time.perf_counter()
         finetuned = self.finetuned()
         if cfg.zero_shot:
-            self._evaluate("zero-shot", base)
-        self._evaluate("fine-tuned", lambda d: finetuned[d.name])
+            self._evaluate(Run("zero-shot"), base)
+        self._evaluate(Run("fine-tuned"), lambda d: finetuned[d.name])
         if cfg.joint:
             joint = ft.finetune(
-                self.backbone,
-                self.merged,
-                cfg.finetune,
-                self.workdir / "finetune" / "joint",
-                desc="joint",
+                self.backbone, self.merged, cfg.finetune, self._stage_dir("joint"), desc="joint"
             )
-            self._evaluate("joint", joint)
+            self._evaluate(Run("joint"), joint)
         models = [finetuned[d.name] for d in self.merged]
         hparams = parse_hparams(cfg.merge_hparams)
         for method in cfg.merges:
-            kw = dict(hparams.get(method, {}))
-            self._evaluate(method, merging.merge(method, base, models, **kw))
-        if cfg.learned or cfg.lambdas:
-            self.learned(base, models, self.teachers(finetuned))
+            self._evaluate(
+                Run(method), merging.merge(method, base, models, **hparams.get(method, {}))
+            )
+        if self.learned_runs():
+            self.learned(base, models, finetuned)
         self.write_reports()
         log.info("pipeline finished in %.1f s", time.perf_counter() - t0)
         return self.rows
 
-    def learned(self, base, models, teachers) -> None:
+    def learned(self, base, models, finetuned) -> None:
+        """Every learned run (objective x granularity x seed, and the lambda sweep): coefficients
+        learned on pseudo-users (resumable, ``learned/<slug>/``), trajectory and losses in
+        ``learned/<slug>.npz``, then evaluated. Runs whose results exist are skipped."""
         cfg = self.cfg
         tvs = [merging.task_vector(m, base) for m in models]
         if cfg.learn_init == "ties":
@@ -350,33 +489,28 @@ class Experiment:
             init = ties_kw.get("scale", 1.0)
         else:
             tvs, init = merging.stack(tvs), cfg.learn.init
-        teacher_knh, item_mask_kn = learn.pad_tables(teachers)
-        pseudo = learn.PseudoUsers(
-            tokens={
-                k: np.concatenate([self.item_tokens(d)[k] for d in self.merged])
-                for k in self.item_tokens(self.merged[0])
-            },
-            domain=np.concatenate(
-                [np.full(d.num_items, k, np.int32) for k, d in enumerate(self.merged)]
-            ),
-            item=np.concatenate([np.arange(d.num_items, dtype=np.int32) for d in self.merged]),
-        )
-        runs = [(spec, cfg.learn.kd_weight, seed) for spec in cfg.learned for seed in cfg.seeds]
-        runs += [("mergerec:domain", lam, seed) for lam in cfg.lambdas for seed in cfg.seeds]
-        steps_cache: dict[tuple, Any] = {}
-        for spec, lam, seed in runs:
-            objective, _, granularity = spec.partition(":")
-            lcfg = dataclasses.replace(
-                cfg.learn,
-                objective=objective,
-                granularity=granularity or "domain",
-                init=init,
-                kd_weight=lam,
-            )
-            name = f"{objective} ({lcfg.granularity})"
-            if lam != cfg.learn.kd_weight:
-                name += f" lambda={lam:g}"
-            key = (objective, lcfg.granularity, lam)
+        shared: dict[str, Any] = {}  # built on first use: teachers, pseudo-users, compiled steps
+
+        def setup():
+            if not shared:
+                shared["tables"] = learn.pad_tables(self.teachers(finetuned))
+                shared["pseudo"] = learn.PseudoUsers(
+                    tokens={
+                        k: np.concatenate([self.item_tokens(d)[k] for d in self.merged])
+                        for k in self.item_tokens(self.merged[0])
+                    },
+                    domain=np.concatenate(
+                        [np.full(d.num_items, k, np.int32) for k, d in enumerate(self.merged)]
+                    ),
+                    item=np.concatenate(
+                        [np.arange(d.num_items, dtype=np.int32) for d in self.merged]
+                    ),
+                )
+                shared["steps"] = {}
+            return shared
+
+        for run in self.learned_runs():
+            lcfg = self._learn_cfg(run, init)
             groups = (
                 None
                 if lcfg.granularity == "domain"
@@ -384,59 +518,58 @@ class Experiment:
                     base, granularity="tensor" if lcfg.granularity == "tensor" else "layer"
                 )
             )
-            if key not in steps_cache:
-                steps_cache[key] = learn.make_step(self.backbone.encode, lcfg, groups)
-            step_fn, optimizer = steps_cache[key]
-            traj_file = self.workdir / "learned" / f"{name.replace(' ', '_')}_s{seed}.npz"
-            result_name = f"{name} seed={seed}"
-            if self._result_file(result_name).exists() and traj_file.exists():
-                self._evaluate(result_name, None)  # cached rows
-                continue
-            coeffs0 = learn.init_coefficients(len(models), groups, init)
-            merged0 = merging.combine(base, tvs, coeffs0, groups)
-            items_knh, _ = learn.pad_tables(
-                [self.backbone.embed(merged0, self.item_tokens(d)) for d in self.merged]
-            )
 
-            def refresh(c, groups=groups):
-                m = merging.combine(base, tvs, c, groups)
-                return learn.pad_tables(
-                    [self.backbone.embed(m, self.item_tokens(d)) for d in self.merged]
-                )[0]
+            def train(run=run, lcfg=lcfg, groups=groups):
+                ctx = setup()
+                teacher_knh, item_mask_kn = ctx["tables"]
+                key = (run.method, run.granularity, run.kd_weight)
+                if key not in ctx["steps"]:
+                    ctx["steps"][key] = learn.make_step(self.backbone.encode, lcfg, groups)
+                step_fn, optimizer = ctx["steps"][key]
+                coeffs0 = learn.init_coefficients(len(models), groups, init)
 
-            coeffs, hist = learn.learn_coefficients(
-                step_fn,
-                optimizer,
-                coeffs0,
-                base=base,
-                tvs=tvs,
-                pseudo=pseudo,
-                items_knh=items_knh,
-                item_mask_kn=item_mask_kn,
-                teacher_knh=teacher_knh,
-                cfg=lcfg,
-                seed=seed,
-                refresh_items=refresh,
-                desc=result_name,
-            )
-            traj = np.stack([_coeff_array(c) for c in hist.pop("coefficients")])
-            traj_file.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(traj_file, coefficients=traj, **{k: np.asarray(v) for k, v in hist.items()})
-            merged = merging.combine(base, tvs, coeffs, groups)
-            self._evaluate(result_name, merged, extra={"seed": seed})
+                def merged_items(coeffs):
+                    m = merging.combine(base, tvs, coeffs, groups)
+                    return learn.pad_tables(
+                        [self.backbone.embed(m, self.item_tokens(d)) for d in self.merged]
+                    )[0]
+
+                coeffs, hist = learn.learn_coefficients(
+                    step_fn,
+                    optimizer,
+                    coeffs0,
+                    base=base,
+                    tvs=tvs,
+                    pseudo=ctx["pseudo"],
+                    items_knh=merged_items(coeffs0),
+                    item_mask_kn=item_mask_kn,
+                    teacher_knh=teacher_knh,
+                    cfg=lcfg,
+                    seed=run.seed,
+                    workdir=self.workdir / "learned" / run.slug,
+                    refresh_items=merged_items,
+                    desc=row_label(run.fields, cfg.learn.kd_weight) + f" seed {run.seed}",
+                )
+                with atomic_path(self.workdir / "learned" / f"{run.slug}.npz") as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, **hist)
+                return merging.combine(base, tvs, coeffs, groups)
+
+            self._evaluate(run, train)
 
     # ------------------------------------------------------------------ reports
     def summary_rows(self) -> list[dict]:
-        """Rows with learned runs averaged over seeds (``method`` without ``seed=``)."""
+        """Rows with learned runs averaged over seeds (``seeds``: how many; ``<metric>_std``)."""
         out, pooled = [], {}
         for r in self.rows:
-            if " seed=" in r["method"]:
-                name = r["method"].split(" seed=")[0]
-                pooled.setdefault((name, r["domain"], r["split"]), []).append(r)
-            else:
+            if r.get("seed") is None:
                 out.append(r)
-        for (name, dom, split), rs in pooled.items():
-            row = {"method": name, "domain": dom, "split": split, "seeds": len(rs)}
+                continue
+            key = (r["method"], r["granularity"], r["kd_weight"], r["domain"], r["split"])
+            pooled.setdefault(key, []).append(r)
+        for (method, gran, kd, dom, split), rs in pooled.items():
+            row = {"method": method, "granularity": gran, "kd_weight": kd, "seed": None}
+            row.update(domain=dom, split=split, seeds=len(rs))
             for k in rs[0]:
                 if "@" in k:
                     vals = [x[k] for x in rs]
@@ -445,8 +578,13 @@ class Experiment:
             out.append(row)
         return out
 
+    def labelled(self, rows: list[dict]) -> list[dict]:
+        """Rows for printing: ``method`` replaced by the row's label."""
+        kd = self.cfg.learn.kd_weight
+        return [{**r, "method": row_label(r, kd)} for r in rows]
+
     def write_reports(self) -> str:
-        rows = self.summary_rows()
+        rows = self.labelled(self.summary_rows())
         flat = [{k: v for k, v in r.items() if not k.startswith("groups_")} for r in self.rows]
         report.write_csv(flat, self.workdir / "results.csv")
         parts = [f"# {self.cfg.name}\n"]
@@ -458,73 +596,67 @@ class Experiment:
                 parts.append(report.markdown_table(rows, metric, split))
                 parts.append("")
         text = "\n".join(parts) + "\n"
-        (self.workdir / "results.md").write_text(text)
+        atomic_write(self.workdir / "results.md", text)
         self._plots()
         return text
 
     def _plots(self) -> None:
-        learned_dir = self.workdir / "learned"
-        if not learned_dir.exists():
-            return
+        cfg = self.cfg
         trajs, curves = {}, {}
-        for f in sorted(learned_dir.glob("*_s0.npz")):
-            z = np.load(f)
-            name = f.stem[:-3].replace("_", " ")
-            if "lambda=" not in name:
-                trajs[name] = z["coefficients"]
-                curves[name] = {k: z[k] for k in ("entropy", "rec") if k in z}
+        for run in self.learned_runs():
+            path = self.workdir / "learned" / f"{run.slug}.npz"
+            if (
+                run.seed != cfg.seeds[0]
+                or run.kd_weight != cfg.learn.kd_weight
+                or not path.exists()
+            ):
+                continue
+            z = np.load(path)
+            name = row_label(run.fields, cfg.learn.kd_weight)
+            trajs[name] = z["coefficients"]
+            curves[name] = {
+                ("cross-entropy" if k == "rec" else k): z[k] for k in ("entropy", "rec") if k in z
+            }
         if trajs:
             report.plot_coefficients(
                 trajs, [d.name for d in self.merged], self.workdir / "coefficients.png"
             )
             report.plot_curves(
-                {
-                    k: {("cross-entropy" if q == "rec" else q): v for q, v in c.items()}
-                    for k, c in curves.items()
-                },
+                curves,
                 self.workdir / "entropy_ce.png",
                 title="entropy and cross-entropy on pseudo-users",
             )
-        if self.cfg.lambdas:
-            rows = self.summary_rows()
-            _, domains, table = report.pivot(
-                [
-                    r
-                    for r in rows
-                    if r["method"].startswith("mergerec (domain)") or r["method"] == "fine-tuned"
-                ],
-                "recall@10",
-                "test",
-                reference="fine-tuned",
-            )
-            names = [
+        if cfg.lambdas:
+            rows = [
                 r
-                for r in dict.fromkeys(x["method"] for x in rows)
-                if r.startswith("mergerec (domain)") or r == "fine-tuned"
+                for r in self.summary_rows()
+                if r["split"] == "test"
+                and (
+                    r["method"] == "fine-tuned"
+                    or (r["method"], r["granularity"]) == ("mergerec", "domain")
+                )
             ]
+            _, domains, table = report.pivot(
+                self.labelled(rows), "recall@10", "test", reference="fine-tuned"
+            )
+            labels = list(dict.fromkeys(row_label(r, cfg.learn.kd_weight) for r in rows))
             lam_of = {
-                n: (float(n.split("lambda=")[1]) if "lambda=" in n else self.cfg.learn.kd_weight)
-                for n in names
-                if n != "fine-tuned"
+                row_label(r, cfg.learn.kd_weight): r["kd_weight"]
+                for r in rows
+                if r["method"] == "mergerec"
             }
             xs = sorted(set(lam_of.values()))
             ys = {}
             for j, dom in enumerate([*domains, "avg"]):
                 col = []
                 for lam in xs:
-                    i = names.index(next(n for n, v in lam_of.items() if v == lam))
+                    i = labels.index(next(n for n, v in lam_of.items() if v == lam))
                     col.append(float(np.nanmean(table[i]) if dom == "avg" else table[i, j]))
                 ys[dom] = col
             report.plot_sensitivity(xs, ys, self.workdir / "lambda.png")
 
 
-def _coeff_array(c: Any) -> np.ndarray:
-    """``[K]`` or, layer-wise, ``[G, K]`` (groups in sorted order)."""
-    if isinstance(c, dict):
-        return np.stack([np.asarray(c[g]) for g in sorted(c)])
-    return np.asarray(c)
-
-
 def run(cfg: MergeRecConfig, workdir: str | Path) -> list[dict]:
     """Runs (or resumes) a whole experiment; see the module docstring for the outputs."""
-    return Experiment(cfg, workdir).run()
+    with workdir_lib.lock(workdir):
+        return Experiment(cfg, workdir).run()

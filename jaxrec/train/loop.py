@@ -248,9 +248,7 @@ def _trim_jsonl(path: Path, step: int) -> None:
             continue
         if row.get("step", 0) <= step:
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{x}\n" for x in keep))
-    os.replace(tmp, path)
+    checkpoint.atomic_write(path, "".join(f"{x}\n" for x in keep))
 
 
 def _json_safe(x: Any) -> Any:
@@ -472,13 +470,11 @@ def write_curves(jsonl_path: Path, outdir: Path, title: str = "") -> Path | None
         return None
     columns = sorted({k for r in rows.values() for k in r})
     csv_path = Path(outdir) / "curves.csv"
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with checkpoint.atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", *columns])
         for s in sorted(rows):
             w.writerow([s, *(rows[s].get(c, "") for c in columns)])
-    os.replace(tmp, csv_path)
     _plot_curves(rows, columns, Path(outdir) / "curves.png", title)
     return csv_path
 
@@ -513,7 +509,6 @@ def _plot_curves(rows: dict[int, dict[str, float]], columns: list[str], path: Pa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with checkpoint.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -487,5 +487,5 @@ def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str
             probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])
             result["splits"][name] = evaluate_predictions(ds.schema, ds[name], probs)
     result = _nan_to_none(result)
-    checkpoint.write_text_atomic(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    checkpoint.atomic_write(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -34,30 +34,43 @@ def tiny_cfg(path, **kw):
 def test_pipeline_end_to_end_and_reuse(tiny_checkpoint, tmp_path):
     cfg = tiny_cfg(tiny_checkpoint, lambdas=(10.0,))
     rows = pipeline.run(cfg, tmp_path)
-    methods = {r["method"] for r in rows}
-    expected = {"zero-shot", "fine-tuned", "joint", "weight_average", "task_arithmetic", "ties"}
+    runs = {tuple(r[f] for f in ("method", "granularity", "kd_weight", "seed")) for r in rows}
+    expected = {(m, None, None, None) for m in ("zero-shot", "fine-tuned", "joint")}
+    expected |= {(m, None, None, None) for m in ("weight_average", "task_arithmetic", "ties")}
     for spec in cfg.learned:
         obj, _, gran = spec.partition(":")
-        expected |= {f"{obj} ({gran}) seed=0", f"{obj} ({gran}) seed=1"}
-    expected |= {"mergerec (domain) lambda=10 seed=0"}
-    assert expected <= methods, expected - methods
+        expected |= {(obj, gran, 1000.0, 0), (obj, gran, 1000.0, 1)}
+    expected |= {("mergerec", "domain", 10.0, 0), ("mergerec", "domain", 10.0, 1)}
+    assert expected == runs, expected ^ runs
     for r in rows:
         assert 0.0 <= r["ndcg@10"] <= r["recall@10"] <= r["recall@50"] <= 1.0
     md = (tmp_path / "results.md").read_text()
-    assert "| mergerec (layer) |" in md and "Avg." in md
+    assert "| mergerec (layer) |" in md and "| mergerec (domain) lambda=10 |" in md and "Avg." in md
     assert "| fine-tuned | **100.0** |" in md or "| fine-tuned | 100.0 |" in md
     for png in ("coefficients.png", "entropy_ce.png", "lambda.png"):
         assert (tmp_path / png).stat().st_size > 2000
-    z = np.load(tmp_path / "learned" / "mergerec_(layer)_s0.npz")
+    z = np.load(tmp_path / "learned" / "mergerec_layer_kd1000_s0.npz")
     assert z["coefficients"].shape == (4, 3, 2)  # steps+1, groups (2 blocks + others), K
     np.testing.assert_allclose(z["coefficients"][0], 1.0)  # TIES init: folded vectors, w = 1
     assert json.loads((tmp_path / "config.json").read_text())["config"]["seeds"] == [0, 1]
     # a rerun reuses every stage and returns the same numbers
     again = pipeline.run(cfg, tmp_path)
-    key = lambda r: (r["method"], r["domain"], r["split"])
+    key = lambda r: (
+        r["method"],
+        r["granularity"],
+        r["kd_weight"],
+        r["seed"],
+        r["domain"],
+        r["split"],
+    )
     assert sorted((key(r), r["recall@10"]) for r in again) == sorted(
         (key(r), r["recall@10"]) for r in rows
     )
+    # a changed learning config is refused before any work, naming the field; nothing relabelled
+    changed = dataclasses.replace(cfg, learn=dataclasses.replace(cfg.learn, steps=4))
+    with pytest.raises(ValueError, match=r"learn.steps: saved 3, requested 4"):
+        pipeline.run(changed, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["learn"]["steps"] == 3
 
 
 def test_pipeline_bad_input(tiny_checkpoint, tmp_path):
