@@ -127,7 +127,9 @@ def task_arithmetic(base: PyTree, tvs: PyTree, *, scale: float = 0.4) -> PyTree:
     return _finish(base, _sum_k(_leaves32(tvs)), scale)
 
 
-def ties_task_vectors(tvs: PyTree, *, density: float = 0.2, granularity: str = "model") -> PyTree:
+def ties_task_vectors(
+    tvs: PyTree, *, density: float = 0.2, granularity: str = "model", dtype: Any = None
+) -> PyTree:
     """TIES task vectors with the disjoint mean folded in (for learned coefficients).
 
     Trim each task vector to its ``int(density * P)`` largest ``|entries|`` (P = whole model for
@@ -139,9 +141,13 @@ def ties_task_vectors(tvs: PyTree, *, density: float = 0.2, granularity: str = "
 
     Args:
       tvs: stacked task vectors (leaves [K, ...]) or a list of K task-vector pytrees.
+      density: fraction of entries kept per task, in (0, 1].
+      granularity: "model" or "tensor" (see ``ties``).
+      dtype: dtype of the returned stack (default float32; ``jnp.bfloat16`` halves its memory,
+        ``combine`` still computes in float32).
 
     Returns:
-      A stacked pytree like ``tvs`` (float32).
+      A stacked pytree like ``tvs``.
 
     References:
         Yadav et al., "TIES-Merging", NeurIPS 2023; MergeRec (KDD 2026) reference code.
@@ -152,9 +158,8 @@ def ties_task_vectors(tvs: PyTree, *, density: float = 0.2, granularity: str = "
         tvs = as_stacked(list(tvs), tvs[0])
     leaves, tdef = jax.tree.flatten(tvs)
     leaves = [x.astype(_F32) for x in leaves]
-    return jax.tree.unflatten(
-        tdef, topk.split(_ties_fold_flat(leaves, density, granularity), leaves)
-    )
+    folded = topk.split(_ties_fold_flat(leaves, density, granularity), leaves)
+    return jax.tree.unflatten(tdef, [x.astype(dtype or _F32) for x in folded])
 
 
 def _ties_fold_flat(leaves, density, granularity) -> jax.Array:

@@ -104,6 +104,60 @@ def test_combine_domain_and_layer_wise(models):
     np.testing.assert_allclose(got3["encoder"]["layers"][1]["w"], w1, rtol=1e-6, atol=1e-6)
 
 
+def _combine_ref(base, tvs, coef_of_leaf):
+    """numpy float64: base + sum_k c_k tau_k per leaf (coef_of_leaf(path) -> [K])."""
+    paths = tree.leaf_paths(base)
+    bl, tdef = jax.tree.flatten(base)
+    tl = [jax.tree.leaves(t) for t in tvs]
+    out = []
+    for i, (p, b) in enumerate(zip(paths, bl)):
+        c = np.asarray(coef_of_leaf(p), np.float64)
+        out.append(b + sum(c[j] * np.asarray(t[i], np.float64) for j, t in enumerate(tl)))
+    return jax.tree.unflatten(tdef, out)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("stack_dtype", [None, jnp.bfloat16])
+def test_combine_matches_numpy(models, jit, stack_dtype):
+    base, fts = models
+    tvs = [merging.task_vector(f, base) for f in fts]
+    st = merging.stack(tvs, dtype=stack_dtype)
+    if stack_dtype is not None:
+        assert all(x.dtype == stack_dtype for x in jax.tree.leaves(st))
+        tvs = merging.stack(tvs, dtype=stack_dtype)  # the reference sees the rounded stack
+        tvs = [jax.tree.map(lambda x, k=k: np.asarray(x[k], np.float64), tvs) for k in range(K)]
+    c = jnp.asarray([0.3, -0.2, 0.9])
+    lw = {"layer_0": c, "layer_1": 2 * c, "others": -c}
+    fn = jax.jit(merging.combine) if jit else merging.combine
+    exp_d = _combine_ref(base, tvs, lambda p: c)
+    scale = {"encoder.layers.1.w": 2.0, "emb": -1.0}
+    exp_l = _combine_ref(base, tvs, lambda p: scale.get(p, 1.0) * np.asarray(c))
+    for got, exp in ((fn(base, st, c), exp_d), (fn(base, st, lw), exp_l)):
+        for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(exp)):
+            assert g.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=1e-6, atol=1e-6)
+
+
+def test_combine_program_does_not_grow_with_k():
+    rng = np.random.default_rng(0)
+    base = {"a": np.zeros((4, 3), np.float32), "layers": {0: {"w": np.zeros(5, np.float32)}}}
+
+    def n_eqns(k, layer_wise):
+        tvs = jax.tree.map(lambda x: rng.standard_normal((k, *x.shape), np.float32), base)
+        c = jnp.ones(k)
+        coef = {"layer_0": c, "others": c} if layer_wise else c
+        jaxpr = jax.make_jaxpr(lambda c, t: merging.combine(base, t, c))(coef, tvs)
+        grad = jax.make_jaxpr(
+            jax.grad(
+                lambda c, t: sum(jnp.sum(x) for x in jax.tree.leaves(merging.combine(base, t, c)))
+            )
+        )(coef, tvs)
+        return len(jaxpr.eqns), len(grad.eqns)
+
+    for layer_wise in (False, True):
+        assert n_eqns(2, layer_wise) == n_eqns(7, layer_wise)
+
+
 def test_combine_is_differentiable(models):
     base, fts = models
     st = merging.stack([merging.task_vector(f, base) for f in fts])
