@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxrec.errors import Interrupted, StageMismatchError, WorkdirBusyError
+
 
 def _workdir(text: str) -> Path:
     if not text.strip():
@@ -245,11 +247,35 @@ def _cmd_mdmt(args) -> int:
         return 0
     if args.action == "train":
         trainer = importlib.import_module("jaxrec.train.mdmt")
-        trainer.run(cfg, args.workdir)
+        print(train_summary(trainer.run(cfg, args.workdir), args.workdir))
     else:
         compare = importlib.import_module("jaxrec.train.compare")
         compare.run(cfg, args.workdir)
+        overview = args.workdir / "table1_overview.md"
+        if overview.is_file():
+            print(overview.read_text())
+        print(f"outputs: {args.workdir}/table1_<split>.md/.csv, summary.json")
     return 0
+
+
+def train_summary(result: dict, workdir: Path) -> str:
+    """The closing lines of ``mdmt train``: headline metrics and where the outputs are."""
+    lines = [
+        f"{result['model']} (seed {result['seed']}): {result['steps']} steps, best mean val AUC "
+        f"{_num(result.get('best_val_mean_auc'))} at step {result['best_step']}"
+        + (" (early stopped)" if result.get("early_stopped") else "")
+    ]
+    for split, m in result.get("splits", {}).items():
+        lines.append(
+            f"  {split}: mean AUC {_num(m.get('mean_auc'))}, mean logloss "
+            f"{_num(m.get('mean_logloss'))}"
+        )
+    lines.append(f"outputs: {workdir}/metrics.json, metrics.jsonl, curves.csv, curves.png")
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 def _cmd_mergerec(args) -> int:
@@ -258,6 +284,10 @@ def _cmd_mergerec(args) -> int:
         return 0
     pipeline = importlib.import_module("jaxrec.mergerec.pipeline")
     pipeline.run(cfg, args.workdir)
+    text = (args.workdir / "results.md").read_text()
+    first = text.split("\n## ")[1] if "\n## " in text else text  # the first table
+    print("## " + first.strip())
+    print(f"outputs: {args.workdir}/results.md, results.csv, *.png, learned/, finetune/")
     return 0
 
 
@@ -401,6 +431,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"jaxrec: error: {e}", file=sys.stderr)
         return 2
+    except (StageMismatchError, WorkdirBusyError) as e:  # found before any work
+        if args.verbose:
+            raise
+        print(f"jaxrec: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:  # a checkpoint of the current step was saved
+        print(f"jaxrec: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a training loop: finished stages are kept
+        print(
+            "jaxrec: interrupted; finished stages and checkpoints are kept: rerun the same "
+            "command to resume",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

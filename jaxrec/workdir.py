@@ -23,6 +23,7 @@ from typing import Any
 
 from jaxrec.checkpoint import atomic_write
 from jaxrec.config import config_payload
+from jaxrec.errors import StageMismatchError, WorkdirBusyError
 
 __all__ = [
     "StageMismatchError",
@@ -34,14 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class StageMismatchError(ValueError):
-    """A workdir holds results of a different config than the one requested."""
-
-
-class WorkdirBusyError(RuntimeError):
-    """Another live process holds the workdir's lock."""
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

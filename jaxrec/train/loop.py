@@ -57,6 +57,7 @@ import jax
 import numpy as np
 
 from jaxrec import checkpoint
+from jaxrec.errors import Interrupted
 
 __all__ = [
     "FitResult",
@@ -77,14 +78,6 @@ BatchesFn = Callable[[int, int], Iterable[Any]]  # (epoch, first batch index) ->
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the message names the steps where it appeared."""
-
-
-class Interrupted(Exception):
-    """SIGINT during :func:`fit`: a checkpoint was saved; rerunning the command resumes."""
-
-    def __init__(self, step: int, workdir: Path):
-        self.step, self.workdir = step, workdir
-        super().__init__(f"interrupted at step {step}; rerun the same command to resume")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
