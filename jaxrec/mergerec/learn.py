@@ -6,6 +6,8 @@ theta(w)^g = theta_base^g + sum_k w_k^g tau_k^g              (layer-wise, ``w: {
 Each optimisation step merges once (inside the jitted step, never per item batch), encodes a batch
 of pseudo-users with the merged model, scores them against the frozen merged item table of their
 own domain and updates the raw, unconstrained coefficients with optax (Adam 1e-3 by default).
+As in the reference, the pseudo-users are encoded in train mode (backbone dropout on, one PRNG key
+per step: ``fold_in(key(seed), step)``) while the item tables are encoded once in eval mode.
 
 The big arrays (base params, the task-vector stack, item tables) are arguments of the step, so they
 can be sharded over a mesh (``jaxrec.sharding.shard_along(tvs, mesh, ("tasks", "params"))``) and
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrec import merging
+from jaxrec import merging, sharding
 from jaxrec.mergerec import losses
 from jaxrec.train import loop
 
@@ -38,14 +40,21 @@ EncodeFn = Callable[[PyTree, Mapping[str, jax.Array]], jax.Array]  # (params, ba
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LearnConfig:
+    """Coefficient learning. The defaults are the reference's protocol: train-mode pseudo-users
+    (backbone dropout on, item tables in eval mode), 500 Adam steps at 1e-3, batches of 16 drawn
+    epoch by epoch without replacement. The initial coefficient ``init`` is set per learned run
+    by the pipeline (0.2 on task vectors, 1.0 on folded TIES vectors)."""
+
     objective: Literal["mergerec", "adamerging"] = "mergerec"  # Rec + lambda*KD, or entropy
     granularity: Literal["domain", "layer", "tensor"] = "domain"  # coefficient groups
     init: float = 0.2  # initial coefficient (reference: 0.2 for task vectors, 1.0 for folded TIES)
     lr: float = 1e-3  # Adam learning rate, no weight decay
     steps: int = 500  # optimisation steps
     batch_size: int = 16  # pseudo-users per step, drawn from the union of all domains' items
-    sampling: Literal["uniform", "epoch"] = "uniform"  # with replacement per step, or shuffled
-    # without replacement epoch by epoch (the reference's DataLoader)
+    sampling: Literal["uniform", "epoch"] = "epoch"  # shuffled without replacement epoch by
+    # epoch (the reference's DataLoader), or with replacement per step
+    dropout: bool = True  # pseudo-users encoded in train mode (backbone dropout on; reference);
+    # False: deterministic (eval-mode) pseudo-users. Item tables are always encoded in eval mode.
     log_every: int = 25  # steps between fetched (NaN-checked) and logged losses
     kd_weight: float = 1000.0  # lambda (effective lambda*T^2 = 2.5 with T = 0.05)
     kd_temperature: float = 0.05  # T
@@ -65,6 +74,8 @@ class LearnConfig:
             raise ValueError("kd_temperature must be > 0")
         if self.sampling not in ("uniform", "epoch"):
             raise ValueError(f"LearnConfig.sampling={self.sampling!r}; allowed: uniform, epoch")
+        if not isinstance(self.dropout, bool):
+            raise ValueError(f"LearnConfig.dropout must be true or false, got {self.dropout!r}")
 
 
 def init_coefficients(num_tasks: int, groups: PyTree | None, init: float) -> Any:
@@ -105,24 +116,34 @@ def objective_fn(cfg: LearnConfig) -> Callable[..., tuple[jax.Array, dict[str, j
 def make_step(encode: EncodeFn, cfg: LearnConfig, groups: PyTree | None = None):
     """Builds the jitted coefficient step.
 
-    Returns ``step(coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh)
-    -> (coeffs, opt_state, metrics)`` where ``tvs`` is a stacked task-vector pytree (leading K axis)
-    and ``batch`` holds the encoder inputs plus ``domain`` [B], ``item`` [B] and ``mask`` [B].
+    Returns ``step(coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh,
+    key=None) -> (coeffs, opt_state, metrics)`` where ``tvs`` is a stacked task-vector pytree
+    (leading K axis) and ``batch`` holds the encoder inputs plus ``domain`` [B], ``item`` [B] and
+    ``mask`` [B].
+
+    With ``cfg.dropout`` and a PRNG ``key`` (the learning loop passes ``fold_in(key(seed),
+    step)``), the pseudo-users are encoded in train mode, ``encode(params, batch,
+    dropout_key=key)``, as the reference does; the item tables ``items_knh`` are inputs, encoded
+    in eval mode by the caller. ``key=None`` or ``cfg.dropout=False`` encodes the pseudo-users
+    deterministically with ``encode(params, batch)``.
     """
     optimizer = optax.adam(cfg.lr)
     objective = objective_fn(cfg)
 
-    def loss_fn(coeffs, base, tvs, batch, items_knh, item_mask_kn, teacher_knh):
+    def loss_fn(coeffs, base, tvs, batch, items_knh, item_mask_kn, teacher_knh, key):
         merged = merging.combine(base, tvs, coeffs, groups)
-        user_bh = encode(merged, batch)
+        if cfg.dropout and key is not None:
+            user_bh = encode(merged, batch, dropout_key=key)
+        else:
+            user_bh = encode(merged, batch)
         z_bn = losses.domain_logits(user_bh, items_knh, item_mask_kn, batch["domain"])
         s_bn = losses.teacher_rows(teacher_knh, item_mask_kn, batch["domain"], batch["item"])
         return objective(z_bn, s_bn, batch.get("mask"))
 
     @jax.jit
-    def step(coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh):
+    def step(coeffs, opt_state, base, tvs, batch, items_knh, item_mask_kn, teacher_knh, key=None):
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            coeffs, base, tvs, batch, items_knh, item_mask_kn, teacher_knh
+            coeffs, base, tvs, batch, items_knh, item_mask_kn, teacher_knh, key
         )
         updates, opt_state = optimizer.update(grads, opt_state, coeffs)
         coeffs = optax.apply_updates(coeffs, updates)
@@ -212,6 +233,8 @@ def learn_coefficients(
     refresh_items=None,
     progress: bool = True,
     desc: str = "learn",
+    mesh=None,
+    stack_dtype=None,
 ):
     """Runs ``cfg.steps`` coefficient steps with the shared fit loop; returns ``(coeffs, history)``.
 
@@ -224,6 +247,14 @@ def learn_coefficients(
 
     With ``workdir`` the run checkpoints there and resumes (also after Ctrl-C); without it, it
     runs in a temporary folder.
+
+    With a ``mesh`` (:func:`jaxrec.sharding.make_mesh`) the task-vector stack and the base are
+    split along the ``model`` axis (:func:`jaxrec.sharding.shard_stack`: each parameter's largest
+    divisible dimension, all K on every device), the ``[K, N, H]`` tables likewise, the
+    pseudo-user batch along ``data`` (``cfg.batch_size`` must divide by its size; with several
+    processes each one places only its own rows), and the coefficients and optimiser state are
+    replicated. ``stack_dtype`` (e.g. ``jnp.bfloat16``) stores the stack in that dtype (the merge
+    reads it as float32).
     """
     if workdir is None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -231,14 +262,29 @@ def learn_coefficients(
                 step_fn, optimizer, coeffs, base=base, tvs=tvs, pseudo=pseudo,
                 items_knh=items_knh, item_mask_kn=item_mask_kn, teacher_knh=teacher_knh,
                 cfg=cfg, seed=seed, workdir=tmp, refresh_items=refresh_items,
-                progress=progress, desc=desc,
+                progress=progress, desc=desc, mesh=mesh, stack_dtype=stack_dtype,
             )  # fmt: skip
+    if mesh is not None:
+        if cfg.batch_size % mesh.shape["data"]:
+            raise ValueError(
+                f"learn.batch_size={cfg.batch_size} does not split over the mesh's "
+                f"{mesh.shape['data']} data devices"
+            )
+        base = sharding.shard_params(base, mesh)
+        tvs = sharding.shard_stack(tvs, mesh, dtype=stack_dtype)
+        items_knh, item_mask_kn, teacher_knh = sharding.shard_stack(
+            (items_knh, item_mask_kn, teacher_knh), mesh
+        )
+        coeffs = sharding.replicate(coeffs, mesh)
+    elif stack_dtype is not None:
+        tvs = jax.tree.map(lambda x: jnp.asarray(x, stack_dtype), tvs)
     opt_state = optimizer.init(coeffs)
     steps_per_epoch, batches = pseudo_user_batches(pseudo, cfg, seed)
     example = next(iter(batches(0, 0)))
     out_shapes = jax.eval_shape(
-        step_fn, coeffs, opt_state, base, tvs, example, items_knh, item_mask_kn, teacher_knh
-    )[2]
+        step_fn, coeffs, opt_state, base, tvs, example, items_knh, item_mask_kn, teacher_knh,
+        jax.random.key(seed) if cfg.dropout else None,
+    )[2]  # fmt: skip
     trajectory = jnp.zeros((cfg.steps + 1, *jnp.shape(coefficient_array(coeffs))), jnp.float32)
     state = {
         "coeffs": coeffs,
@@ -252,9 +298,10 @@ def learn_coefficients(
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch, step, items_knh, base, tvs):  # state without "items"
+        key = jax.random.fold_in(jax.random.key(seed), step) if cfg.dropout else None
         coeffs, opt_state, out = step_fn(
             state["coeffs"], state["opt_state"], base, tvs, batch, items_knh, item_mask_kn,
-            teacher_knh,
+            teacher_knh, key,
         )  # fmt: skip
         new = dict(state, coeffs=coeffs, opt_state=opt_state)
         new["trajectory"] = state["trajectory"].at[step + 1].set(coefficient_array(coeffs))
@@ -262,6 +309,8 @@ def learn_coefficients(
         return new, out
 
     def loop_step(state, batch, step):
+        if mesh is not None:
+            batch = sharding.host_batch(batch, mesh)
         items = state.pop("items")
         state, out = train_step(state, batch, step, tables["items"] if items is None else items,
                                 base, tvs)  # fmt: skip

@@ -1,5 +1,8 @@
 """Learned merging step: gradients, learning, no recompiles, sharded == single device."""
 
+import contextlib
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +25,11 @@ def toy_params(seed):
     }
 
 
-def encode(params, batch):
+def encode(params, batch, dropout_key=None):
     x = params["emb"][batch["input_ids"]].mean(1)
+    if dropout_key is not None:  # a toy train mode: inverted dropout 0.1 on the pooled input
+        keep = jax.random.bernoulli(dropout_key, 0.9, x.shape)
+        x = jnp.where(keep, x / 0.9, 0.0)
     for layer in params["layers"]:
         x = jnp.tanh(x @ layer["w"])
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
@@ -60,7 +66,7 @@ def merged_items(base, tvs, coeffs, tokens, groups=None):
 @pytest.mark.parametrize("objective", ["mergerec", "adamerging"])
 def test_step_gradient_matches_finite_differences(problem, objective):
     base, tvs, tokens, teacher, mask = problem
-    cfg = learn.LearnConfig(objective=objective, lr=1e-2)
+    cfg = learn.LearnConfig(objective=objective, lr=1e-2, dropout=False)
     coeffs = jnp.asarray([0.3, 0.5, 0.2])
     items = merged_items(base, tvs, coeffs, tokens)
     batch = batch_for(tokens, np.arange(0, 3 * N, 5))
@@ -87,9 +93,9 @@ def test_mergerec_learning_lowers_loss_without_recompiles(problem):
     )
     traces = {"n": 0}
 
-    def counting_encode(params, batch):
+    def counting_encode(params, batch, dropout_key=None):
         traces["n"] += 1  # runs once per trace of the jitted step
-        return encode(params, batch)
+        return encode(params, batch, dropout_key)
 
     step, opt = learn.make_step(counting_encode, cfg)
     coeffs = learn.init_coefficients(K, None, 0.2)
@@ -181,5 +187,80 @@ def test_epoch_sampling_covers_every_pseudo_user_once_per_epoch():
     )
     first = np.concatenate([b["input_ids"][:, 0] for b in batches(0, 0)])
     assert not np.array_equal(first, np.concatenate([b["input_ids"][:, 0] for b in batches(1, 0)]))
-    uniform = learn.LearnConfig(batch_size=5, steps=12)
+    uniform = learn.LearnConfig(batch_size=5, steps=12, sampling="uniform")
     assert learn.pseudo_user_batches(pseudo, uniform, seed=3)[0] == 12
+
+
+def _deterministic_loss(problem, cfg, coeffs, items, batch, dropout_key=None):
+    """The step's loss written out directly (numpy-side composition of the same pieces)."""
+    base, tvs, _, teacher, mask = problem
+    u = encode(merging.combine(base, tvs, coeffs), batch, dropout_key)
+    z = losses.domain_logits(u, items, mask, batch["domain"])
+    s = losses.teacher_rows(teacher, mask, batch["domain"], batch["item"])
+    return float(learn.objective_fn(cfg)(z, s, batch["mask"])[0])
+
+
+@pytest.mark.parametrize("use_jit", [True, False])
+def test_dropout_on_in_the_learned_step_and_off_without_it(problem, use_jit):
+    base, tvs, tokens, teacher, mask = problem
+    on = learn.LearnConfig(objective="mergerec", lr=1e-2)
+    assert on.dropout and on.sampling == "epoch" and on.steps == 500  # the reference's protocol
+    off = learn.LearnConfig(objective="mergerec", lr=1e-2, dropout=False)
+    coeffs = jnp.asarray([0.3, 0.5, 0.2])
+    items = merged_items(base, tvs, coeffs, tokens)  # eval mode: the caller's frozen table
+    batch = batch_for(tokens, np.arange(0, 3 * N, 5))
+    step_on, opt = learn.make_step(encode, on)
+    step_off, _ = learn.make_step(encode, off)
+    st = opt.init(coeffs)
+    ctx = jax.disable_jit() if not use_jit else contextlib.nullcontext()
+    with ctx:
+
+        def loss(step, key):
+            return float(step(coeffs, st, base, tvs, batch, items, mask, teacher, key)[2]["loss"])
+
+        k1, k2 = jax.random.key(1), jax.random.key(2)
+        l1, l2 = loss(step_on, k1), loss(step_on, k2)
+        ref = _deterministic_loss(problem, off, coeffs, items, batch)
+        assert l1 != l2  # dropout is on: two keys, two losses
+        np.testing.assert_allclose(l1, loss(step_on, k1), rtol=0, atol=0)  # same key, same loss
+        np.testing.assert_allclose(
+            l1, _deterministic_loss(problem, on, coeffs, items, batch, k1), rtol=1e-5
+        )
+        # dropout off (or no key): the deterministic loss of before
+        np.testing.assert_allclose(loss(step_off, k1), ref, rtol=1e-5)
+        np.testing.assert_allclose(loss(step_on, None), ref, rtol=1e-5)
+        assert abs(l1 - ref) > 1e-6
+
+
+def test_learning_loop_draws_one_dropout_key_per_step(problem):
+    base, tvs, tokens, teacher, mask = problem
+    pseudo = learn.PseudoUsers(
+        tokens={"input_ids": tokens.reshape(K * N, -1)},
+        domain=np.repeat(np.arange(K, dtype=np.int32), N),
+        item=np.minimum(np.tile(np.arange(N, dtype=np.int32), K), np.repeat([10, 6, 8], N)),
+    )
+    coeffs = learn.init_coefficients(K, None, 0.2)
+    items = merged_items(base, tvs, coeffs, tokens)
+
+    steps = {}
+
+    def run(cfg, seed):
+        step, opt = steps.setdefault(cfg.dropout, learn.make_step(encode, cfg))
+        kw = dict(base=base, tvs=tvs, pseudo=pseudo, items_knh=items, item_mask_kn=mask)
+        return learn.learn_coefficients(
+            step, opt, coeffs, teacher_knh=teacher, cfg=cfg, seed=seed, progress=False, **kw
+        )[1]
+
+    cfg = learn.LearnConfig(objective="mergerec", lr=1e-2, steps=4, batch_size=8)
+    first = next(iter(learn.pseudo_user_batches(pseudo, cfg, 5)[1](0, 0)))
+    key0 = jax.random.fold_in(jax.random.key(5), 0)  # the step-0 key: fold_in(key(seed), step)
+    hist = run(cfg, 5)
+    np.testing.assert_allclose(
+        hist["loss"][0], _deterministic_loss(problem, cfg, coeffs, items, first, key0), rtol=1e-5
+    )
+    np.testing.assert_array_equal(hist["loss"], run(cfg, 5)["loss"])  # reproducible per seed
+    det = run(dataclasses.replace(cfg, dropout=False), 5)
+    np.testing.assert_allclose(
+        det["loss"][0], _deterministic_loss(problem, cfg, coeffs, items, first), rtol=1e-5
+    )
+    assert not np.allclose(hist["loss"], det["loss"])
