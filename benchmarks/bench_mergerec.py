@@ -1,126 +1,280 @@
-"""Learned-merging step time and merged-model item-encoding throughput: jaxrec's design vs the
-reference code's design, both in JAX on the same device in one run.
+"""Learned merging at many domains: compile time, step time and per-device memory vs K, with the
+``[K, ...]`` task-vector stacks sharded over a device mesh; plus the reference-design comparison.
 
-* ``step/jaxrec``: one jitted step = merge once + encode pseudo-users + vectorised Rec+KD loss
-  (teacher rows from cached embeddings) + backward + Adam update (:func:`learn.make_step`).
-* ``step/reference_design``: the same step with the reference code's structure: the loss is a
-  Python loop over the samples of the batch (one cross-entropy and one KL per sample, teacher
-  rows looked up in a dense N x N teacher matrix built up front).
-* ``encode/jaxrec``: merge once, then encode the item table in fixed-size batches.
-* ``encode/reference_design``: re-merge all parameters inside every forward call (every batch).
+Suite ``k`` (default), one line per K (``--ks``, default 4, 16, 64):
 
-Prints one JSON line per case. Usage::
+* ``k_step/K=<k>``: one learned-merging step (:func:`learn.make_step`: merge once + encode
+  pseudo-users + Rec+KD loss scored against all K tables + backward + Adam), all-MiniLM-L6-v2
+  (``Backbone(BackboneConfig(path="minilm"))``), synthetic task vectors generated directly in
+  their shards. ``compile_s`` = lower + compile; ``p50_s`` / ``p90_s`` over ``--repeats`` steps;
+  ``memory`` = ``jitted.lower(...).compile().memory_analysis()`` (per device); ``stack_bytes_*``
+  counted from the stack's shards (``stack_fraction_per_device`` = per-device / whole).
+  ``merge_p50_s`` / ``merge_compile_s``: the merge alone (``merging.combine``), the part of the
+  step that grows with K.
+* Goals: compile time flat in K, ``merge_p50_s`` linear in K, ``stack_fraction_per_device``
+  = 1 / (model-axis size).
 
-    python benchmarks/bench_mergerec.py            # all-MiniLM-L6-v2, K = 3, 1000 items/domain
-    python benchmarks/bench_mergerec.py --small    # random 2-block encoder (CI size)
+Suite ``reference``: the step and the item encoding in jaxrec's design vs the reference code's
+design (per-sample Python loss loop over a dense N x N teacher; re-merging in every forward).
 
-References: MergeRec (KDD 2026), "Known weak points of the reference code".
+The fake CPU devices (``--devices``, default 8) are requested before jax starts
+(``--xla_force_host_platform_device_count``). Prints one JSON line per case. Usage::
+
+    python benchmarks/bench_mergerec.py                 # MiniLM, K = 4, 16, 64, 8 devices
+    python benchmarks/bench_mergerec.py --small         # random 2-block encoder (< 60 s)
+    python benchmarks/bench_mergerec.py --suite reference
+
+References: MergeRec (KDD 2026), "Known weak points of the reference code"; AdaMerging
+(ICLR 2024) for learned coefficients.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
-from jaxrec import merging
-from jaxrec.mergerec import learn
+def parse_args():
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--small", action="store_true", help="tiny random encoder (CI size, < 60 s)")
+    ap.add_argument("--suite", choices=("k", "reference", "all"), default="k")
+    ap.add_argument("--ks", default="4,16,64", help="comma-separated K values (suite k)")
+    ap.add_argument("--devices", type=int, default=8, help="fake CPU devices (suite k)")
+    ap.add_argument("--model-axis", type=int, default=0, help="devices on 'model' (0 = all)")
+    ap.add_argument(
+        "--stack-dtype", choices=("float32", "bfloat16"), default="bfloat16",
+        help="storage dtype of the task-vector stacks (math is float32)",
+    )  # fmt: skip
+    ap.add_argument("--items", type=int, default=1000, help="items per domain")
+    ap.add_argument("--k", type=int, default=3, help="merged domains (suite reference)")
+    ap.add_argument("--batch", type=int, default=16, help="pseudo-users per step")
+    ap.add_argument("--length", type=int, default=32, help="tokens per item")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-step", action="store_true", help="compile and memory only (suite k)")
+    args = ap.parse_args()
+    if args.small:
+        args.items, args.length, args.batch, args.repeats = 256, 16, 16, 3
+    return args
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.suite in ("k", "all"):
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={ARGS.devices}"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+
+from jaxrec import merging, sharding  # noqa: E402
+from jaxrec.mergerec import learn  # noqa: E402
 
 
 def build_encoder(small: bool):
-    from flax import nnx
-
-    from jaxrec.models import text
-
+    """``(encode, params, vocab_size, hidden)`` of MiniLM (the pipeline's Backbone) or a tiny
+    random BERT."""
     if small:
+        from flax import nnx
+
+        from jaxrec.models import text
+
         cfg = text.tiny_config(
-            "bert",
-            vocab_size=1000,
-            hidden_size=64,
-            num_heads=4,
-            intermediate_size=128,
-            max_position_embeddings=64,
-            layer_norm_eps=1e-12,
-        )
+            "bert", vocab_size=1000, hidden_size=64, num_heads=4, intermediate_size=128,
+            max_position_embeddings=64, layer_norm_eps=1e-12,
+        )  # fmt: skip
         enc = text.init_encoder(cfg, 0)
-    else:
-        enc, _ = text.from_pretrained(text.minilm_path())
-    graphdef, params, rest = nnx.split(enc, nnx.Param, ...)
+        graphdef, params, rest = nnx.split(enc, nnx.Param, ...)
 
-    def encode(p, batch):
-        model = nnx.merge(graphdef, p, rest)
-        return text.pool(model(batch["input_ids"], batch["attention_mask"]))
+        def encode(p, batch):
+            model = nnx.merge(graphdef, p, rest)
+            return text.pool(model(batch["input_ids"], batch["attention_mask"]))
 
-    return encode, params, enc.config
+        return encode, params, cfg.vocab_size, cfg.hidden_size
+    from jaxrec.mergerec.backbone import Backbone, BackboneConfig
+
+    bb = Backbone(BackboneConfig(path="minilm"))
+    cfg = bb.encoder_config
+    return bb.encode, bb.params, cfg.vocab_size, cfg.hidden_size
 
 
 def timed(fn, repeats):
     t = time.perf_counter()
     jax.block_until_ready(fn())
-    compile_s = time.perf_counter() - t
+    first_s = time.perf_counter() - t
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t)
-    return compile_s, float(np.median(times)), float(np.percentile(times, 90))
+    return first_s, float(np.median(times)), float(np.percentile(times, 90))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", action="store_true")
-    ap.add_argument("--items", type=int, default=1000, help="items per domain")
-    ap.add_argument("--k", type=int, default=3, help="merged domains")
-    ap.add_argument("--batch", type=int, default=16, help="pseudo-users per step")
-    ap.add_argument("--length", type=int, default=32, help="tokens per item")
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    if args.small:
-        args.items, args.length, args.repeats = 200, 16, 3
-    encode, base, cfg = build_encoder(args.small)
+def versions():
+    import flax
+
+    return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "python": platform.python_version()}  # fmt: skip
+
+
+def record(name, compile_s, p50, p90, throughput, unit, **extra):
+    return {
+        "name": name,
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "versions": versions(),
+        "compile_s": round(compile_s, 3),
+        "p50_s": round(p50, 5) if p50 is not None else None,
+        "p90_s": round(p90, 5) if p90 is not None else None,
+        "throughput": {"value": round(throughput, 2) if throughput else None, "unit": unit},
+        "peer": extra.pop("peer", None),
+        "ratio": extra.pop("ratio", None),
+        **extra,
+    }
+
+
+def synthetic_tables(k, n, h, seed):
+    teacher = jax.random.normal(jax.random.key(seed), (k, n, h))
+    teacher = teacher / jnp.linalg.norm(teacher, axis=-1, keepdims=True)
+    return teacher, teacher[:, ::-1]
+
+
+def synthetic_batch(rng, k, n, b, length, vocab):
+    dom = rng.integers(0, k, b).astype(np.int32)
+    return {
+        "input_ids": rng.integers(5, vocab, size=(b, length)).astype(np.int32),
+        "attention_mask": np.ones((b, length), np.int32),
+        "domain": dom,
+        "item": rng.integers(0, n, b).astype(np.int32),
+        "mask": np.ones(b, np.float32),
+    }
+
+
+def _bytes(tree):
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
+def _bytes_per_device(tree):
+    per = {}
+    for x in jax.tree.leaves(tree):
+        for s in x.addressable_shards:
+            per[s.device] = per.get(s.device, 0) + s.data.size * s.data.dtype.itemsize
+    return max(per.values())
+
+
+def suite_k(args):
+    encode, base, vocab, hidden = build_encoder(args.small)
+    model = args.model_axis or jax.device_count()
+    mesh = sharding.make_mesh(data=jax.device_count() // model, model=model)
+    dtype = jnp.dtype(args.stack_dtype)
+    base = sharding.shard_params(base, mesh)
+    rng = np.random.default_rng(0)
+    lcfg = learn.LearnConfig()
+    step, opt = learn.make_step(encode, lcfg)
+    merge = jax.jit(merging.combine)
+    n_params = int(sum(x.size for x in jax.tree.leaves(base)))
+    for k in [int(x) for x in args.ks.split(",")]:
+        stack_shardings = jax.tree.map(
+            lambda x: NamedSharding(mesh, PartitionSpec(None, *sharding.param_spec(x.shape, mesh))),
+            base,
+        )
+
+        @jax.jit
+        def make_stack(key, k=k):
+            leaves, tdef = jax.tree.flatten(base)
+            keys = jax.random.split(key, len(leaves))
+            return jax.tree.unflatten(
+                tdef,
+                [
+                    (0.01 * jax.random.normal(kk, (k, *x.shape), jnp.float32)).astype(dtype)
+                    for kk, x in zip(keys, leaves)
+                ],
+            )
+
+        make_stack = jax.jit(make_stack, out_shardings=stack_shardings)
+        tvs = make_stack(jax.random.key(k))
+        teacher, items = synthetic_tables(k, args.items, hidden, seed=9)
+        teacher, items = sharding.shard_stack((teacher, items), mesh)
+        item_mask = jnp.ones((k, args.items), bool)
+        coeffs = learn.init_coefficients(k, None, 0.3)
+        st = opt.init(coeffs)
+        batch = sharding.shard_batch(
+            synthetic_batch(rng, k, args.items, args.batch, args.length, vocab), mesh
+        )
+        step_args = (coeffs, st, base, tvs, batch, items, item_mask, teacher)
+        t = time.perf_counter()
+        compiled = step.lower(*step_args).compile()
+        compile_s = time.perf_counter() - t
+        mem = compiled.memory_analysis()
+        memory = {
+            key: int(getattr(mem, f"{key}_size_in_bytes", 0) or 0)
+            for key in ("argument", "output", "temp", "alias", "generated_code")
+        }
+        t = time.perf_counter()
+        merge_compiled = merge.lower(base, tvs, coeffs).compile()
+        merge_compile_s = time.perf_counter() - t
+        p50 = p90 = merge_p50 = None
+        if not args.no_step:
+            _, p50, p90 = timed(lambda f=compiled, a=step_args: f(*a)[2]["loss"], args.repeats)
+            _, merge_p50, _ = timed(
+                lambda f=merge_compiled, a=(base, tvs, coeffs): f(*a), args.repeats
+            )
+        whole, per_dev = _bytes(tvs), _bytes_per_device(tvs)
+        print(
+            json.dumps(
+                record(
+                    f"k_step/K={k}",
+                    compile_s,
+                    p50,
+                    p90,
+                    args.batch / p50 if p50 else None,
+                    "pseudo-users/s",
+                    k=k,
+                    mesh={"data": mesh.shape["data"], "model": mesh.shape["model"]},
+                    backbone="tiny-bert" if args.small else "all-MiniLM-L6-v2",
+                    params=n_params,
+                    stack_dtype=args.stack_dtype,
+                    items_per_domain=args.items,
+                    batch=args.batch,
+                    length=args.length,
+                    memory_per_device=memory,
+                    stack_bytes_total=whole,
+                    stack_bytes_per_device=per_dev,
+                    stack_fraction_per_device=round(per_dev / whole, 4),
+                    merge_compile_s=round(merge_compile_s, 3),
+                    merge_p50_s=round(merge_p50, 5) if merge_p50 else None,
+                )
+            ),
+            flush=True,
+        )
+        tvs = compiled = merge_compiled = step_args = None  # free before the next K
+
+
+def suite_reference(args):
+    """jaxrec's step and item encoding vs the reference code's design (one device)."""
+    encode, base, vocab, hidden = build_encoder(args.small)
     rng = np.random.default_rng(0)
     k, n, b, length = args.k, args.items, args.batch, args.length
     tvs = merging.stack(
         [
-            jax.tree_util.tree_map(
+            jax.tree.map(
                 lambda x, s=s: 0.01 * jax.random.normal(jax.random.key(s), x.shape, x.dtype), base
             )
             for s in range(k)
         ]
     )
-    tokens = rng.integers(5, cfg.vocab_size, size=(k, n, length)).astype(np.int32)
-    mask_tok = np.ones_like(tokens)
-    teacher = jax.random.normal(jax.random.key(9), (k, n, cfg.hidden_size))
-    teacher = teacher / jnp.linalg.norm(teacher, axis=-1, keepdims=True)
-    items = teacher[:, ::-1]
+    teacher, items = synthetic_tables(k, n, hidden, seed=9)
     item_mask = jnp.ones((k, n), bool)
     lcfg = learn.LearnConfig()
     coeffs = learn.init_coefficients(k, None, 0.3)
-    dom = rng.integers(0, k, b).astype(np.int32)
-    idx = rng.integers(0, n, b).astype(np.int32)
-    batch = {
-        "input_ids": tokens[dom, idx],
-        "attention_mask": mask_tok[dom, idx],
-        "domain": dom,
-        "item": idx,
-        "mask": np.ones(b, np.float32),
-    }
-    info = {
-        "device": jax.devices()[0].device_kind,
-        "platform": platform.machine(),
-        "jax": jax.__version__,
-        "params": int(sum(x.size for x in jax.tree_util.tree_leaves(base))),
-        "k": k,
-        "items_per_domain": n,
-        "batch": b,
-        "length": length,
-    }
+    batch = synthetic_batch(rng, k, n, b, length, vocab)
+    info = {"k": k, "items_per_domain": n, "batch": b, "length": length}
 
     step, opt = learn.make_step(encode, lcfg)
     st = opt.init(coeffs)
@@ -128,8 +282,6 @@ def main():
         lambda: step(coeffs, st, base, tvs, batch, items, item_mask, teacher)[2]["loss"],
         args.repeats,
     )
-
-    # reference design: dense teacher matrices, per-sample Python loss loop
     dense_teacher = jnp.einsum("knh,kmh->knm", teacher, teacher)  # [K, N, N]
     ref_opt = optax.adam(lcfg.lr)
 
@@ -155,63 +307,41 @@ def main():
     ref = timed(
         lambda: ref_step(coeffs, st, base, tvs, batch, items, dense_teacher)[2], args.repeats
     )
-    for name, (c_s, p50, p90) in (("step/jaxrec", ours), ("step/reference_design", ref)):
-        print(
-            json.dumps(
-                {
-                    "name": name,
-                    **info,
-                    "compile_s": round(c_s, 3),
-                    "p50_s": round(p50, 5),
-                    "p90_s": round(p90, 5),
-                    "steps_per_s": round(1 / p50, 2),
-                    "speedup_vs_reference": round(ref[1] / p50, 2),
-                }
-            )
-        )
+    print(json.dumps(record("step/jaxrec", ours[0], ours[1], ours[2], b / ours[1],
+                            "pseudo-users/s", peer={"impl": "reference_design", "p50_s": ref[1]},
+                            ratio=round(ref[1] / ours[1], 2), **info)), flush=True)  # fmt: skip
 
-    # item encoding with the merged model
     ebs = 64
-    flat = {"input_ids": tokens.reshape(-1, length), "attention_mask": mask_tok.reshape(-1, length)}
+    flat = {
+        "input_ids": rng.integers(5, vocab, size=(k * n, length)).astype(np.int32),
+        "attention_mask": np.ones((k * n, length), np.int32),
+    }
     nb = (k * n) // ebs
     enc_jit = jax.jit(encode)
     merge_jit = jax.jit(merging.combine)
     remerge_encode = jax.jit(lambda c, base, tvs, bt: encode(merging.combine(base, tvs, c), bt))
+    chunk = lambda i: {kk: v[i * ebs : (i + 1) * ebs] for kk, v in flat.items()}
 
     def ours_encode():
         merged = merge_jit(base, tvs, coeffs)
-        return [
-            enc_jit(merged, {kk: v[i * ebs : (i + 1) * ebs] for kk, v in flat.items()})
-            for i in range(nb)
-        ]
+        return [enc_jit(merged, chunk(i)) for i in range(nb)]
 
     def ref_encode():
-        return [
-            remerge_encode(
-                coeffs, base, tvs, {kk: v[i * ebs : (i + 1) * ebs] for kk, v in flat.items()}
-            )
-            for i in range(nb)
-        ]
+        return [remerge_encode(coeffs, base, tvs, chunk(i)) for i in range(nb)]
 
-    eo, er = (
-        timed(ours_encode, max(2, args.repeats // 2)),
-        timed(ref_encode, max(2, args.repeats // 2)),
-    )
-    for name, (c_s, p50, p90) in (("encode/jaxrec", eo), ("encode/reference_design", er)):
-        print(
-            json.dumps(
-                {
-                    "name": name,
-                    **info,
-                    "compile_s": round(c_s, 3),
-                    "p50_s": round(p50, 4),
-                    "p90_s": round(p90, 4),
-                    "items_per_s": round(nb * ebs / p50, 1),
-                    "speedup_vs_reference": round(er[1] / p50, 2),
-                }
-            )
-        )
+    reps = max(2, args.repeats // 2)
+    eo, er = timed(ours_encode, reps), timed(ref_encode, reps)
+    print(json.dumps(record("encode/jaxrec", eo[0], eo[1], eo[2], nb * ebs / eo[1], "items/s",
+                            peer={"impl": "reference_design", "p50_s": er[1]},
+                            ratio=round(er[1] / eo[1], 2), **info)), flush=True)  # fmt: skip
+
+
+def main(args):
+    if args.suite in ("k", "all"):
+        suite_k(args)
+    if args.suite in ("reference", "all"):
+        suite_reference(args)
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

@@ -139,6 +139,7 @@ def rank_targets(
     *,
     batch_size: int = 256,
     normalize: bool = False,
+    mesh=None,
 ) -> np.ndarray:
     """Per-user full-ranking rank of the target, streamed over fixed-size user batches.
 
@@ -152,6 +153,9 @@ def rank_targets(
         targets: ``[U]`` target item ids.
         batch_size: users per jitted step.
         normalize: L2-normalise both sides first (cosine scores).
+        mesh: a ``("data", "model")`` device mesh (:mod:`jaxrec.sharding`): each user batch is
+            split over ``data`` (``batch_size`` is rounded up to a multiple of its size), the
+            item table is replicated; ranks equal the one-device ranks.
 
     Returns:
         ``[U]`` int32 ranks (0 = best), ties counted against the target.
@@ -170,6 +174,15 @@ def rank_targets(
         raise ValueError(f"user_reps must be [U, {hidden}], got shape {user_reps.shape}")
     num_users = user_reps.shape[0]
     targets_u = _check_targets(np.asarray(targets), num_users, num_items)
+    place = lambda x: x
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        n_data = mesh.shape["data"]
+        batch_size = -(-batch_size // n_data) * n_data
+        item_reps_nh = jax.device_put(item_reps_nh, NamedSharding(mesh, PartitionSpec()))
+        by_user = NamedSharding(mesh, PartitionSpec("data"))
+        place = lambda x: jax.device_put(x, by_user)
     pending = []
     for start in range(0, num_users, batch_size):
         stop = min(start + batch_size, num_users)
@@ -180,7 +193,9 @@ def rank_targets(
             xnp = jnp if isinstance(user_reps_bh, jax.Array) else np
             user_reps_bh = xnp.pad(user_reps_bh, ((0, pad), (0, 0)))
             targets_b = np.pad(targets_b, (0, pad))
-        ranks_b = _score_rank_step_jit(item_reps_nh, user_reps_bh, targets_b, normalize=normalize)
+        ranks_b = _score_rank_step_jit(
+            item_reps_nh, place(user_reps_bh), place(targets_b), normalize=normalize
+        )
         pending.append(ranks_b[: stop - start])  # stays on device; dispatch is asynchronous
     if not pending:
         return np.zeros((0,), np.int32)
@@ -196,6 +211,7 @@ def full_ranking(
     batch_size: int = 256,
     normalize: bool = False,
     return_ranks: bool = False,
+    mesh=None,
 ) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Streaming full-ranking Recall@K / NDCG@K; same result as :func:`ranking` on the scores.
 
@@ -207,6 +223,8 @@ def full_ranking(
         batch_size: users per jitted step (see :func:`rank_targets`).
         normalize: cosine instead of dot-product scores.
         return_ranks: also return the ``[U]`` ranks (for :func:`grouped`).
+        mesh: split the users of each batch over the mesh's ``data`` axis (see
+            :func:`rank_targets`).
 
     Returns:
         The metric dict, or ``(metrics, ranks_u)`` when ``return_ranks``.
@@ -214,7 +232,7 @@ def full_ranking(
     References: MergeRec (KDD 2026) "Evaluation".
     """
     ranks_u = rank_targets(
-        user_reps, item_reps, targets, batch_size=batch_size, normalize=normalize
+        user_reps, item_reps, targets, batch_size=batch_size, normalize=normalize, mesh=mesh
     )
     result = metrics_from_ranks(ranks_u, ks)
     return (result, ranks_u) if return_ranks else result

@@ -36,6 +36,12 @@ __all__ = [
     "shard_batch",
     "shard_along",
     "replicate",
+    "param_spec",
+    "shard_params",
+    "shard_stack",
+    "global_batch",
+    "host_batch",
+    "local_batch_slice",
     "maybe_initialize_distributed",
 ]
 
@@ -87,8 +93,9 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[Any] | None = No
     return Mesh(grid, MESH_AXES)
 
 
-def mesh_from_config(cfg: MeshConfig) -> Mesh:
-    return make_mesh(cfg.data, cfg.model)
+def mesh_from_config(cfg: MeshConfig, devices: Sequence[Any] | None = None) -> Mesh:
+    """The mesh a :class:`MeshConfig` describes (``data=-1``: every device not on ``model``)."""
+    return make_mesh(cfg.data, cfg.model, devices)
 
 
 def logical_spec(
@@ -157,6 +164,84 @@ def shard_along(
     return jax.tree_util.tree_map(put, tree)
 
 
+def param_spec(shape: Sequence[int], mesh: Mesh, axis: str = "model") -> PartitionSpec:
+    """Spec of one parameter: its largest dimension divisible by the ``axis`` size goes on
+    ``axis`` (ties: the last such dimension); replicated when none divides or the axis has 1
+    device. E.g. a ``[30522, 384]`` embedding on 8 devices is split along 384."""
+    n = mesh.shape[axis]
+    if n == 1:
+        return PartitionSpec()
+    best = None
+    for i, dim in enumerate(shape):
+        if dim % n == 0 and (best is None or dim >= shape[best]):
+            best = i
+    if best is None:
+        return PartitionSpec()
+    return PartitionSpec(*[axis if i == best else None for i in range(len(shape))])
+
+
+def shard_params(tree: Any, mesh: Mesh, axis: str = "model") -> Any:
+    """Places every leaf of a parameter pytree by :func:`param_spec` (a 1-device axis:
+    replicated)."""
+    return jax.tree.map(
+        lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(np.shape(x), mesh, axis))),
+        tree,
+    )
+
+
+def shard_stack(tree: Any, mesh: Mesh, axis: str = "model", dtype: Any = None) -> Any:
+    """Places a stacked ``[K, ...]`` pytree (task vectors) with K replicated and each leaf's
+    parameter dimensions split like :func:`shard_params` of the unstacked leaf, so every device
+    holds 1/``axis``-size of every divisible leaf for all K and the merge
+    ``sum_k c_k tau_k`` needs no communication. ``dtype`` (e.g. ``jnp.bfloat16``) casts the
+    stack on the way (stored in that dtype, read as float32 by ``merging.combine``)."""
+
+    def put(x):
+        spec = param_spec(np.shape(x)[1:], mesh, axis)
+        x = x if dtype is None else x.astype(dtype)
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, *spec)))
+
+    return jax.tree.map(put, tree)
+
+
+def global_batch(local: Any, mesh: Mesh, axis: str = "data") -> Any:
+    """One global batch array per leaf from this process's rows (leading axis over ``axis``).
+
+    With one process this equals :func:`shard_batch`. With several, each process passes only
+    its own rows (``local_batch_slice`` of the global batch) and
+    ``jax.make_array_from_process_local_data`` assembles the global array without any process
+    holding the others' rows.
+    """
+    if jax.process_count() == 1:
+        return shard_batch(local, mesh)
+    sharding = NamedSharding(mesh, PartitionSpec(axis))
+
+    def put(path, x):
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"batch leaf {jax.tree_util.keystr(path)} is a scalar")
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    return jax.tree_util.tree_map_with_path(put, local)
+
+
+def host_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
+    """A global batch that every process computed identically (seeded sampling), placed with
+    its leading axis over ``axis``: each process keeps only its own rows
+    (:func:`local_batch_slice`) and hands them to :func:`global_batch`."""
+    if jax.process_count() == 1:
+        return shard_batch(batch, mesh)
+    rows = None
+
+    def take(x):
+        nonlocal rows
+        x = np.asarray(x)
+        rows = rows or local_batch_slice(x.shape[0])
+        return x[rows]
+
+    return global_batch(jax.tree.map(take, batch), mesh, axis)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Copies every leaf to all devices of the mesh."""
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
@@ -180,7 +265,11 @@ def maybe_initialize_distributed() -> bool:
 
 
 def local_batch_slice(global_batch: int) -> slice:
-    """This host's slice of a global batch (data sharded per host)."""
+    """This process's rows ``[start, stop)`` of a global batch of ``global_batch`` rows."""
+    if global_batch % jax.process_count():
+        raise ValueError(
+            f"global batch {global_batch} does not split over {jax.process_count()} processes"
+        )
     per_host = math.ceil(global_batch / jax.process_count())
     start = jax.process_index() * per_host
     return slice(start, min(start + per_host, global_batch))

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrec import checkpoint, metrics
+from jaxrec import checkpoint, metrics, sharding
 from jaxrec.data.domain import Domain
 from jaxrec.mergerec.backbone import Backbone, Tokens
 from jaxrec.train import loop
@@ -136,8 +136,13 @@ def evaluate(
     seed: int = 0,
     item_reps: jax.Array | None = None,
     return_ranks: bool = False,
+    mesh=None,
 ):
-    """Full-ranking metrics of ``params`` on one domain's ``val`` or ``test`` users."""
+    """Full-ranking metrics of ``params`` on one domain's ``val`` or ``test`` users.
+
+    With a ``mesh`` the scoring and ranking are split over users along its ``data`` axis
+    (:func:`jaxrec.metrics.full_ranking`); the result equals the one-device result.
+    """
     ex = domain.split(split, backbone.cfg.max_history)
     keep = np.arange(len(ex))
     if max_users and max_users < len(ex):
@@ -147,7 +152,7 @@ def evaluate(
     users = backbone.user_tokens(domain, [ex.histories[i] for i in keep])
     user_reps = backbone.embed(params, users)
     out = metrics.full_ranking(
-        user_reps, item_reps, ex.targets[keep], ks, return_ranks=return_ranks
+        user_reps, item_reps, ex.targets[keep], ks, return_ranks=return_ranks, mesh=mesh
     )
     if return_ranks:
         result, ranks = out
@@ -163,10 +168,19 @@ def finetune(
     *,
     params: Any = None,
     desc: str = "finetune",
+    mesh=None,
 ) -> Any:
     """Trains on ``domains`` (one: a source model; several: joint learning); returns the best
     params by mean validation NDCG@10 over the domains (the starting point included). Resumes
-    from ``workdir`` (:func:`jaxrec.train.loop.fit`); a finished run is loaded, not retrained."""
+    from ``workdir`` (:func:`jaxrec.train.loop.fit`); a finished run is loaded, not retrained.
+
+    With a ``mesh`` (:func:`jaxrec.sharding.make_mesh`) training is data-parallel: each
+    micro-batch is split over the ``data`` axis (``batch_size`` must divide by its size; with
+    several processes each places only its own rows) while the parameters and optimiser state
+    are replicated on every device (gradients are all-reduced by the compiler). Validation ranks
+    users over the same axis. The in-batch negatives are the whole global micro-batch, so the
+    loss is the one-device loss.
+    """
     workdir = Path(workdir)
     best_file, done_file = workdir / "best.safetensors", workdir / "done.json"
     if done_file.exists():
@@ -181,6 +195,13 @@ def finetune(
     train_step = make_train_step(backbone, optimizer, cfg)
     params = jax.tree_util.tree_map(jnp.array, backbone.params if params is None else params)
     key = jax.random.key(cfg.seed)
+    if mesh is not None:
+        if bs % mesh.shape["data"]:
+            raise ValueError(
+                f"finetune.batch_size={bs} (capped at {n} examples) does not split over the "
+                f"mesh's {mesh.shape['data']} data devices"
+            )
+        params, key = sharding.replicate((params, key), mesh)
 
     def step_fn(state, batch, step):
         params, opt_state, loss = train_step(
@@ -192,14 +213,17 @@ def finetune(
         order = np.random.default_rng((cfg.seed, epoch)).permutation(n)
         for b in range(start, steps_per_epoch):
             rows = order[b * bs : (b + 1) * bs]
-            yield (
+            batch = (
                 {k: v[rows] for k, v in data.users.items()},
                 {k: v[rows] for k, v in data.targets.items()},
             )
+            yield batch if mesh is None else sharding.host_batch(batch, mesh)
 
     def validate(state):
         scores = [
-            evaluate(backbone, state["params"], d, "val", cfg.max_eval_users, seed=cfg.seed)
+            evaluate(
+                backbone, state["params"], d, "val", cfg.max_eval_users, seed=cfg.seed, mesh=mesh
+            )
             for d in domains
         ]
         return {"ndcg@10": float(np.mean([s["ndcg@10"] for s in scores])), "per_domain": scores}

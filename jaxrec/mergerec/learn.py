@@ -338,4 +338,7 @@ def learn_coefficients(
     final = jax.device_get(result.state)
     history = {"coefficients": np.asarray(final["trajectory"])}
     history.update({k: np.asarray(v) for k, v in final["losses"].items()})
-    return result.state["coeffs"], history
+    coeffs = result.state["coeffs"]
+    if mesh is not None:  # uncommitted, so the caller may combine with unplaced trees
+        coeffs = jax.tree.map(jnp.asarray, jax.device_get(coeffs))
+    return coeffs, history

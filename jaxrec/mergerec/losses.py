@@ -26,10 +26,19 @@ def domain_logits(
 ) -> jax.Array:
     """Cosine logits of each user against the items of its own domain: ``[B, N]``.
 
-    ``user_bh`` and ``items_knh`` are L2-normalised; padded items get ``NEG_INF``.
+    ``user_bh`` and ``items_knh`` are L2-normalised; padded items get ``NEG_INF``. Every user is
+    scored against all K tables (``[B, K, N]``, one matmul with the table as stored, so no
+    ``[B, N, H]`` gather of the tables is ever made) and the own domain's row is selected. Tables
+    kept in bfloat16 are read as float32.
     """
-    items_bnh = items_knh[domain_b]
-    logits_bn = jnp.einsum("bh,bnh->bn", user_bh.astype(jnp.float32), items_bnh.astype(jnp.float32))
+    logits_bkn = jnp.einsum(
+        "bh,knh->bkn",
+        user_bh.astype(jnp.float32),
+        items_knh.astype(jnp.float32),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    domain_b = domain_b.astype(jnp.int32)
+    logits_bn = jnp.take_along_axis(logits_bkn, domain_b[:, None, None], axis=1)[:, 0]
     return jnp.where(item_mask_kn[domain_b], logits_bn, NEG_INF)
 
 

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import config as configlib
-from jaxrec import merging, metrics
+from jaxrec import merging, metrics, sharding
 from jaxrec import workdir as workdir_lib
 from jaxrec.checkpoint import atomic_path, atomic_write
 from jaxrec.data.domain import Domain
@@ -134,6 +134,13 @@ class MergeRecConfig:
     learn_init: Literal["ties", "task_arithmetic"] = "ties"  # task vectors the coefficients scale
     seeds: tuple[int, ...] = (0,)  # seeds of the learned merges (paper: 5)
     lambdas: tuple[float, ...] = ()  # lambda sensitivity sweep for mergerec:domain (Fig. 7)
+    # device mesh (jaxrec.sharding): fine-tuning data-parallel over `data` (parameters
+    # replicated), learned merging with the task-vector stacks split over `model` and the
+    # pseudo-users over `data`, full-ranking evaluation with the users over `data`
+    mesh_data: int = -1  # devices on the data axis (-1 = all devices not on `model`)
+    mesh_model: int = 1  # devices on the model axis
+    stack_dtype: Literal["float32", "bfloat16"] = "float32"  # learned merging's task-vector
+    # stacks in memory (the merge is computed in float32)
 
     def __post_init__(self):
         # names are checked here, before any work: a typo must not surface after fine-tuning
@@ -169,6 +176,8 @@ class MergeRecConfig:
                 )
         if not self.seeds:
             raise ValueError("seeds is empty")
+        sharding.MeshConfig(data=self.mesh_data, model=self.mesh_model)  # range checks
+        configlib.check_choice("stack_dtype", self.stack_dtype, ("float32", "bfloat16"))
 
 
 def parse_hparams(entries: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -275,6 +284,9 @@ class Experiment:
         self.merged_names = list(cfg.data.merge) or names
         self.merged = [d for d in self.domains if d.name in self.merged_names]
         self.backbone = Backbone(cfg.backbone)
+        self.mesh = sharding.mesh_from_config(
+            sharding.MeshConfig(data=cfg.mesh_data, model=cfg.mesh_model)
+        )
         self.rows: list[dict[str, Any]] = []
         self._item_tokens: dict[str, Any] = {}
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -404,6 +416,7 @@ class Experiment:
                     self.cfg.eval.ks,
                     item_reps=item_reps,
                     return_ranks=True,
+                    mesh=self.mesh,
                 )
                 row = {**run.fields, "domain": d.name, "split": split, **res}
                 if split == "test" and self.cfg.eval.groups:
@@ -434,6 +447,7 @@ class Experiment:
                 self._finetune_cfg(d.name),
                 self._stage_dir(d.name),
                 desc=f"finetune {d.name}",
+                mesh=self.mesh,
             )
             for d in self.domains
         }
@@ -458,7 +472,12 @@ class Experiment:
         self._evaluate(Run("fine-tuned"), lambda d: finetuned[d.name])
         if cfg.joint:
             joint = ft.finetune(
-                self.backbone, self.merged, cfg.finetune, self._stage_dir("joint"), desc="joint"
+                self.backbone,
+                self.merged,
+                cfg.finetune,
+                self._stage_dir("joint"),
+                desc="joint",
+                mesh=self.mesh,
             )
             self._evaluate(Run("joint"), joint)
         models = [finetuned[d.name] for d in self.merged]
@@ -549,6 +568,8 @@ class Experiment:
                     workdir=self.workdir / "learned" / run.slug,
                     refresh_items=merged_items,
                     desc=row_label(run.fields, cfg.learn.kd_weight) + f" seed {run.seed}",
+                    mesh=self.mesh,
+                    stack_dtype=None if cfg.stack_dtype == "float32" else jnp.bfloat16,
                 )
                 with atomic_path(self.workdir / "learned" / f"{run.slug}.npz") as tmp:
                     with open(tmp, "wb") as f:
