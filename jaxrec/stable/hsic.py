@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 HSICForm = Literal["paper", "stablenet"]
+_EPS = 1e-6  # added to weighted variances before normalising (RFF variances are ~1/n_x)
 
 
 def weighted_cov(x_nd: jax.Array, p_n: jax.Array) -> jax.Array:
@@ -191,8 +192,8 @@ def hsic_pairs_knd(
     mu_kd = jnp.einsum("n,knd->kd", p_n, z_knd)
     zc_knd = z_knd - mu_kd[:, None, :]
     var_kd = jnp.einsum("n,knd->kd", p_n, zc_knd * zc_knd)
-    if normalize:
-        zc_knd = zc_knd * jax.lax.rsqrt(var_kd + 1e-12)[:, None, :]
+    if normalize:  # a random feature with a tiny frequency is ~constant: eps damps its noise
+        zc_knd = zc_knd * jax.lax.rsqrt(var_kd + _EPS)[:, None, :]
         var_kd = jnp.ones_like(var_kd)
     sizes_g = jnp.ones((d,), jnp.float32) if group_dg is None else group_dg.sum(0)
     scalar = group_dg is None
@@ -229,7 +230,7 @@ def _centred(z_knd, p_n, normalize):
     zc_knd = z_knd - mu_kd[:, None, :]
     var_kd = jnp.einsum("n,knd->kd", p_n, zc_knd * zc_knd)
     if normalize:
-        zc_knd = zc_knd * jax.lax.rsqrt(var_kd + 1e-12)[:, None, :]
+        zc_knd = zc_knd * jax.lax.rsqrt(var_kd + _EPS)[:, None, :]
         var_kd = jnp.ones_like(var_kd)
     return zc_knd, var_kd
 
@@ -273,12 +274,22 @@ def hsic_active_pairs_knd(
     References: SAF (AAAI 2026), Eqs. 11-13; StableNet (CVPR 2021).
     """
     k = z_knd.shape[0]
-    zc_knd, var_kd = _centred(z_knd, p_n, normalize)
-    c_kp = jnp.einsum("n,knp,knp->kp", p_n, zc_knd[:, :, a_p], zc_knd[:, :, b_p])
+    # Gather before any weighting: z does not depend on the weights, so the gradient needs no
+    # scatter; moments of the gathered columns cost O(K N P).
+    z_kdn = jnp.swapaxes(z_knd, 1, 2)
+    za_kpn, zb_kpn = z_kdn[:, a_p], z_kdn[:, b_p]
+    mu_a, mu_b = za_kpn @ p_n, zb_kpn @ p_n
+    c_kp = (za_kpn * zb_kpn) @ p_n - mu_a * mu_b
+    var_a = (za_kpn * za_kpn) @ p_n - mu_a**2
+    var_b = (zb_kpn * zb_kpn) @ p_n - mu_b**2
+    if normalize:
+        c_kp = c_kp * jax.lax.rsqrt(
+            (jnp.maximum(var_a, 0.0) + _EPS) * (jnp.maximum(var_b, 0.0) + _EPS)
+        )
     s_p = jnp.sum(c_kp**2, axis=0)
     if noise_floor > 0:
         inv_ess = jax.lax.stop_gradient(jnp.sum(p_n**2))
-        v_kd = jax.lax.stop_gradient(var_kd)
-        null_p = jnp.sum(v_kd[:, a_p] * v_kd[:, b_p], axis=0) * inv_ess
+        null_p = 1.0 if normalize else jax.lax.stop_gradient(var_a * var_b)
+        null_p = jnp.sum(null_p * jnp.ones_like(c_kp), axis=0) * inv_ess
         s_p = jax.nn.relu(s_p - null_p * (1.0 + noise_floor * (2.0 / k) ** 0.5))
     return 2.0 * jnp.sum(s_p)

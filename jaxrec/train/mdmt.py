@@ -50,7 +50,7 @@ from jaxrec.models import mdmt as mdmt_models
 from jaxrec.pytree import key_str
 from jaxrec.train import loop
 from jaxrec.train.adatask import adatask
-from jaxrec.train.losses import bce_with_logits, group_losses
+from jaxrec.train.losses import bce_with_logits, weighted_task_losses
 
 __all__ = [
     "ExperimentConfig",
@@ -81,6 +81,7 @@ class ExperimentConfig:
     seed: int = 0  # model init, dropout and weight-learning keys; data shuffling
     stable: stable.StableConfig = dataclasses.field(default_factory=stable.StableConfig)
     stable_levels: tuple[str, ...] = ("bottom", "experts")  # feature levels that get weights
+    loss_form: str = "eq14"  # "eq14" (SAF Eq. 14) | "scenario_wise" (per-group means, summed)
     adatask: bool = False  # per-task Adam moments for the shared params
     adatask_shared: tuple[str, ...] = ("embedding", "bottom")  # top-level modules that are shared
     log_every: int = 50  # steps between fetched (NaN-checked) and logged train metrics
@@ -278,7 +279,9 @@ class Trainer:
             weight_b, memory, info = mask_b, state["memory"], {}
 
         def loss_t_of(bce):  # [B, T] -> [T]
-            return group_losses(bce, batch["domain"], weight_b, self.num_domains)[0].sum(axis=1)
+            return weighted_task_losses(
+                bce, batch["domain"], weight_b, self.num_domains, self.cfg.loss_form
+            )
 
         loss_t, loss_pullback = jax.vjp(loss_t_of, bce_bt)
         if self.use_adatask:  # per-task gradients: leaves [T, ...]; aux split evenly
@@ -365,6 +368,7 @@ _STEP_FIELDS = (
     "eval_batch_size",
     "stable",
     "stable_levels",
+    "loss_form",
     "adatask",
     "adatask_shared",
 )

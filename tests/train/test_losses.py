@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxrec.train.losses import bce_with_logits, group_losses, task_losses
+from jaxrec.train.losses import (
+    bce_with_logits,
+    group_losses,
+    task_losses,
+    weighted_task_losses,
+)
 
 
 def np_bce(z, y):
@@ -66,3 +71,48 @@ def test_group_losses_invariant_to_per_domain_weight_scale(scales, seed):
     base = np.asarray(group_losses(jnp.asarray(loss), dom, w, 3)[0])
     scaled = np.asarray(group_losses(jnp.asarray(loss), dom, w * np.asarray(scales)[dom], 3)[0])
     np.testing.assert_allclose(scaled, base, rtol=1e-5)
+
+
+def np_eq14(loss_bt, w_b):
+    """Weighted mean over all (sample, task) pairs, split by task (naive loops)."""
+    b, t = loss_bt.shape
+    num = np.zeros(t)
+    for i in range(b):
+        for k in range(t):
+            num[k] += w_b[i] * loss_bt[i, k]
+    return num / (t * sum(w_b))
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_weighted_task_losses_eq14_and_scenario_wise_match_numpy(use_jit):
+    rng = np.random.default_rng(1)
+    b, t, d = 10, 3, 4
+    z = rng.normal(size=(b, t)).astype(np.float32)
+    y = (rng.random((b, t)) < 0.5).astype(np.float32)
+    dom = rng.choice([0, 1, 3], b).astype(np.int32)
+    w = (rng.random(b) * 2).astype(np.float32)
+    w[-1] = 0.0
+    loss = np.asarray(bce_with_logits(z, y))
+    f = jax.jit(weighted_task_losses, static_argnums=(3, 4)) if use_jit else weighted_task_losses
+    np.testing.assert_allclose(f(loss, dom, w, d, "eq14"), np_eq14(loss, w), rtol=1e-5)
+    np.testing.assert_allclose(
+        f(loss, dom, w, d, "scenario_wise"), np_task_losses(z, y, dom, w, d), rtol=1e-5
+    )
+    # Eq. 14 summed over tasks is the weighted mean over all pairs
+    want = np.sum(w[:, None] * loss) / (t * w.sum())
+    np.testing.assert_allclose(np.sum(f(loss, dom, w, d, "eq14")), want, rtol=1e-5)
+
+
+def test_eq14_counts_domains_by_size_unlike_scenario_wise():
+    """One sample in domain 1, nine in domain 0: Eq. 14 gives it 1/10 of the loss, the per-group
+    form 1/2."""
+    loss = np.zeros((10, 1), np.float32)
+    loss[9, 0] = 1.0  # only the lone domain-1 sample has loss
+    dom = np.asarray([0] * 9 + [1], np.int32)
+    w = np.ones(10, np.float32)
+    np.testing.assert_allclose(weighted_task_losses(loss, dom, w, 2, "eq14"), [0.1], rtol=1e-6)
+    np.testing.assert_allclose(
+        weighted_task_losses(loss, dom, w, 2, "scenario_wise"), [1.0], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="loss_form must be one of"):
+        weighted_task_losses(loss, dom, w, 2, "mean")
