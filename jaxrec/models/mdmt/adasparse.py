@@ -45,7 +45,6 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     batch_mask,
@@ -144,19 +143,11 @@ class AdaSparse(MDMTModel):
     Config = AdaSparseConfig
 
     def __init__(self, schema, config: AdaSparseConfig, *, rngs: nnx.Rngs):
-        self.config = config
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         c = config
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
+        mlp = self.init_common(schema, c, rngs=rngs)
         e_dim = self.embedding.out_dim
-        sizes = (e_dim + c.emb_dim, *c.hidden_dims)
-        self.layers = nnx.List(
-            [
-                MLP(a, (b,), batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
-                for a, b in zip(sizes[:-1], sizes[1:])
-            ]
-        )
+        sizes = (self.joint_dim, *c.hidden_dims)
+        self.layers = nnx.List([MLP(a, (b,), **mlp) for a, b in zip(sizes[:-1], sizes[1:])])
         pruned = ((e_dim,) if c.prune_input else ()) + tuple(c.hidden_dims)
         self.pruners = nnx.List(
             [nnx.Linear(c.emb_dim + n, n, use_bias=False, rngs=rngs) for n in pruned]

@@ -45,7 +45,6 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     StackedLinear,
@@ -133,14 +132,11 @@ class HAMUR(MDMTModel):
     Config = HAMURConfig
 
     def __init__(self, schema, config: HAMURConfig, *, rngs: nnx.Rngs):
-        self.config = config
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         c = config
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        in_dim = self.embedding.out_dim + c.emb_dim
+        mlp = self.init_common(schema, c, rngs=rngs)
+        in_dim = self.joint_dim
         n = self.num_domains if c.domain_backbone else 1
-        mlp = dict(num=n, batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
+        mlp["num"] = n
         sizes = (in_dim, *c.hidden_dims)
         self.backbone = nnx.List([MLP(a, (b,), **mlp) for a, b in zip(sizes[:-1], sizes[1:])])
         first = len(c.hidden_dims) - c.num_adapters

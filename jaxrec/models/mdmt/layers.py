@@ -1,6 +1,19 @@
-"""Shared layers of the multi-domain multi-task (MDMT) models: field embeddings, stacked MLPs
-(experts and towers evaluated as one batched matmul per layer), softmax expert gates and the
-per-domain output selection.
+"""Shared layers of the multi-domain multi-task (MDMT) models.
+
+What this module holds:
+
+- :class:`MDMTModelConfig` and :class:`MDMTModel`, the base config and base class of every model.
+  The base class carries the trainer-facing hooks and the two pieces the zoo shares:
+  :meth:`MDMTModel.init_common` (the constructor prologue: config, task/domain counts, field
+  embeddings, the MLP keyword arguments) and the towers tail
+  (:meth:`MDMTModel.init_towers`, :meth:`MDMTModel.gated_towers`,
+  :meth:`MDMTModel.domain_towers`): one softmax gate per (domain, task) output over the expert
+  outputs -> fused input -> one tower per output -> each sample's own domain's logits.
+- :class:`FieldEmbedding` (the sparse-field and domain embeddings), :class:`StackedLinear` and
+  :class:`MLP` (N parallel nets evaluated as one batched matmul per layer: experts, towers),
+  :func:`norm_relu_dropout` (the hidden-layer tail of the MLP block).
+- :func:`mix_experts` (softmax gate -> weighted sum of experts), :func:`select_domain` (each
+  sample's own domain's outputs), :func:`batch_mask`, :func:`split_key`.
 
 Every MDMT model is an NNX module ``Model(schema, config, *, rngs)`` whose
 ``__call__(batch, *, train, key=None)`` returns ``{"logits": [B, T], "features": {...}}``
@@ -10,8 +23,13 @@ each sample come from its own domain's towers. ``batch`` is the loader's dict
 ``mask [B]``) and may carry ``embedding_delta [B, F_s, E]`` (added to the looked-up field
 embeddings; used by the saliency analysis).
 
+The towers tail keeps its parameters at the model's top level (``gates``, ``towers``), so the
+parameter paths, which checkpoints, optimiser groups and the AdaTask shared set name, do not
+depend on which model uses it.
+
 References: Scenario-Wise-Rec / torch-rechub MLP blocks (Linear -> BatchNorm -> ReLU -> Dropout);
-SAF, "Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation" (AAAI 2026).
+SAF, "Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation" (AAAI 2026);
+Ma et al., MMoE (KDD 2018) for the per-output softmax gates.
 """
 
 from __future__ import annotations
@@ -29,7 +47,9 @@ __all__ = [
     "FieldEmbedding",
     "StackedLinear",
     "MLP",
+    "mix_experts",
     "select_domain",
+    "split_key",
     "batch_mask",
     "norm_relu_dropout",
 ]
@@ -59,13 +79,18 @@ class MDMTModelConfig:
 
 
 class MDMTModel(nnx.Module):
-    """Base class of every MDMT model: the trainer-facing hooks, with their defaults.
+    """Base class of every MDMT model: the trainer-facing hooks and the shared building blocks.
+
+    Trainer-facing hooks, with their defaults:
 
     - ``adatask_shared``: when not None, the trainer always optimises the model with AdaTask
       (per-task Adam moments) on these top-level modules (the AdaTask baseline).
     - ``optimizer_groups(config)``: ``{group: (top-level module names, learning rate)}``; each
       group's params get their own Adam at that rate and no update from the main optimiser
       (e.g. M3oE's balance scalars).
+
+    Building blocks: :meth:`init_common` (constructor prologue), :meth:`init_towers` with
+    :meth:`gated_towers` / :meth:`domain_towers` (the per-(domain, task) towers tail).
     """
 
     Config = MDMTModelConfig
@@ -75,6 +100,109 @@ class MDMTModel(nnx.Module):
     def optimizer_groups(cls, config) -> dict[str, tuple[tuple[str, ...], float]]:
         del config
         return {}
+
+    def init_common(self, schema, config: MDMTModelConfig, *, rngs: nnx.Rngs) -> dict[str, Any]:
+        """The constructor prologue: sets ``config``, ``num_tasks`` (T), ``num_domains`` (D) and
+        ``embedding`` (a :class:`FieldEmbedding`, the first parameters drawn from ``rngs``);
+        returns the keyword arguments of an :class:`MLP` block built from the config
+        (``batch_norm``, ``dropout``, ``rngs``)."""
+        self.config = config
+        self.num_tasks = len(schema.task_names)
+        self.num_domains = len(schema.domain_names)
+        self.embedding = FieldEmbedding(schema, config.emb_dim, rngs=rngs)
+        return dict(batch_norm=config.batch_norm, dropout=config.dropout, rngs=rngs)
+
+    @property
+    def joint_dim(self) -> int:
+        """Width of ``e_ui ++ e_id`` (field embeddings, dense fields, domain embedding)."""
+        return self.embedding.out_dim + self.config.emb_dim
+
+    def init_towers(
+        self,
+        in_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        gate_dim: int | None = None,
+        num_experts: int = 0,
+    ) -> None:
+        """Builds the towers tail: with ``gate_dim``, ``gates`` (one Linear ``gate_dim -> D·T·K``:
+        a softmax gate over ``num_experts`` experts per (domain, task) output; ``gates = None``
+        otherwise), then ``towers`` (D·T MLPs ``in_dim -> tower_dims -> 1``, task-major output
+        ``t * D + d``). Call after :meth:`init_common`."""
+        c = self.config
+        n_out = self.num_tasks * self.num_domains
+        if gate_dim is not None:
+            if num_experts <= 0:
+                raise ValueError(f"gated towers need num_experts > 0, got {num_experts}")
+            self.gates = nnx.Linear(gate_dim, n_out * num_experts, rngs=rngs)
+        else:
+            self.gates = None
+        self.towers = MLP(
+            in_dim,
+            (*c.tower_dims, 1),
+            num=n_out,
+            activate_last=False,
+            batch_norm=c.batch_norm,
+            dropout=c.dropout,
+            rngs=rngs,
+        )
+
+    def gated_towers(
+        self,
+        experts_bkh: jax.Array,
+        gate_in: jax.Array,
+        batch: dict[str, Any],
+        *,
+        train: bool,
+        mask_b: jax.Array | None,
+        key: jax.Array | None,
+        detach_gate_input: bool = False,
+        extras: tuple[jax.Array, ...] = (),
+    ) -> jax.Array:
+        """Gate -> fuse -> tower -> own domain: ``[B, T]`` logits.
+
+        Output (t, d)'s tower reads ``x^{t,d} = sum_k softmax_k(gates(gate_in))^{t,d}_k h_k``
+        (the uniform mean of the experts when ``gates`` is None), plus each of ``extras``
+        (arrays broadcastable to ``[B, T, D, H]``, added in order).
+
+        Args:
+            experts_bkh: expert outputs ``[B, K, H]``.
+            gate_in: gate input ``[B, gate_dim]``; stop-gradient first if ``detach_gate_input``.
+            batch: the batch (its ``domain [B]`` selects each sample's outputs).
+            train, mask_b, key: as for :class:`MLP` (the towers' BatchNorm and dropout).
+            detach_gate_input: stop the gradient into the gates' input (M3oE).
+            extras: terms added to the fused tower inputs (M3oE's domain and task experts).
+        """
+        b, k, h = experts_bkh.shape
+        t, d = self.num_tasks, self.num_domains
+        if self.gates is None:
+            mean_b11h = experts_bkh.mean(axis=1, keepdims=True)[:, None]
+            fused_btdh = jnp.broadcast_to(mean_b11h, (b, t, d, h))
+        else:
+            g_in = jax.lax.stop_gradient(gate_in) if detach_gate_input else gate_in
+            g_btdk = jax.nn.softmax(self.gates(g_in).reshape(b, t, d, k), axis=-1)
+            fused_btdh = jnp.einsum("btdk,bkh->btdh", g_btdk, experts_bkh)
+        for extra in extras:
+            fused_btdh = fused_btdh + extra
+        return self.domain_towers(
+            fused_btdh.reshape(b, t * d, h), batch, train=train, mask_b=mask_b, key=key
+        )
+
+    def domain_towers(
+        self,
+        x: jax.Array,
+        batch: dict[str, Any],
+        *,
+        train: bool,
+        mask_b: jax.Array | None,
+        key: jax.Array | None,
+    ) -> jax.Array:
+        """Tower -> own domain: ``towers(x)`` on ``x [B, in]`` (shared by every tower) or
+        ``[B, D·T, in]`` (task-major), reshaped to ``[B, T, D]`` and gathered by
+        ``batch["domain"]``: ``[B, T]`` logits."""
+        logits = self.towers(x, train=train, mask_b=mask_b, key=key)
+        logits_btd = logits.reshape(-1, self.num_tasks, self.num_domains)
+        return select_domain(logits_btd, batch["domain"])
 
 
 def batch_mask(batch: dict[str, Any]) -> jax.Array | None:
@@ -236,6 +364,21 @@ def norm_relu_dropout(
         keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - dropout, x_bnd.shape)
         x_bnd = jnp.where(keep, x_bnd / (1.0 - dropout), 0.0)
     return x_bnd
+
+
+def mix_experts(gate_logits: jax.Array, experts: jax.Array) -> jax.Array:
+    """Softmax-gated sum of experts: ``softmax(gate_logits)`` over the last (expert) axis K.
+
+    ``gate_logits [B, N, K]`` with ``experts [B, K, H]`` (shared) or ``[B, N, K, H]`` (each
+    output its own candidates) -> ``[B, N, H]``; ``gate_logits [B, K]`` with ``experts [B, K, H]``
+    -> ``[B, H]``.
+    """
+    g = jax.nn.softmax(gate_logits, axis=-1)
+    if g.ndim == 2:
+        return jnp.einsum("bk,bkh->bh", g, experts)
+    if experts.ndim == 3:
+        return jnp.einsum("bnk,bkh->bnh", g, experts)
+    return jnp.einsum("bnk,bnkh->bnh", g, experts)
 
 
 def select_domain(logits_btd: jax.Array, domain_b: jax.Array) -> jax.Array:

@@ -44,12 +44,10 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     StackedLinear,
     batch_mask,
-    select_domain,
     split_key,
 )
 from jaxrec.models.text.attention import dense_attention, dropout
@@ -157,17 +155,13 @@ class M2M(MDMTModel):
 
     def __init__(self, schema, config: M2MConfig, *, rngs: nnx.Rngs):
         c = config
-        self.config = c
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
+        mlp = self.init_common(schema, c, rngs=rngs)
         self.encoder = nnx.List(
             [
                 FieldTransformerLayer(c.emb_dim, c.num_heads, c.ffn_dim, rngs=rngs)
                 for _ in range(c.num_layers)
             ]
         )
-        mlp = dict(batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
         self.experts = MLP(self.embedding.out_dim, c.expert_dims, num=c.num_experts, **mlp)
         h, m = c.expert_dims[-1], c.knowledge_dim
         self.task_embedding = nnx.Param(
@@ -185,9 +179,7 @@ class M2M(MDMTModel):
             if c.meta_tower_layers
             else None
         )
-        self.towers = MLP(
-            h, (*c.tower_dims, 1), num=self.num_tasks * self.num_domains, activate_last=False, **mlp
-        )
+        self.init_towers(h, rngs=rngs)
 
     def knowledge(self) -> tuple[jax.Array, jax.Array]:
         """Scenario knowledge ``S [D, M]`` and task knowledge ``T [T, M]``."""
@@ -247,10 +239,9 @@ class M2M(MDMTModel):
             )
         bottom = jnp.concatenate([x_bfe.reshape(b, -1), e_ui[:, n_sparse:]], -1)
         h_bkh = self.experts(bottom, train=train, mask_b=mask_b, key=k_exp)
-        t, d = self.num_tasks, self.num_domains
-        r_btdh = self.meta_fusion(h_bkh)
-        logits = self.towers(r_btdh.reshape(b, t * d, -1), train=train, mask_b=mask_b, key=k_tower)
+        r_bnh = self.meta_fusion(h_bkh).reshape(b, self.num_tasks * self.num_domains, -1)
+        logits = self.domain_towers(r_bnh, batch, train=train, mask_b=mask_b, key=k_tower)
         return {
-            "logits": select_domain(logits.reshape(b, t, d), batch["domain"]),
+            "logits": logits,
             "features": {"bottom": bottom, "experts": h_bkh.reshape(b, -1)},
         }

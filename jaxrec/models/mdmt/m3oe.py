@@ -52,7 +52,6 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     batch_mask,
@@ -150,12 +149,8 @@ class M3oE(MDMTModel):
 
     def __init__(self, schema, config: M3oEConfig, *, rngs: nnx.Rngs):
         c = config
-        self.config = c
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        in_dim = self.embedding.out_dim + c.emb_dim
-        mlp = dict(batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
+        mlp = self.init_common(schema, c, rngs=rngs)
+        in_dim = self.joint_dim
         h1, h2 = c.bottom_dims
         if c.star_bottom:
             self.star = StarLayer(self.num_domains, in_dim, h1, rngs=rngs)
@@ -166,12 +161,8 @@ class M3oE(MDMTModel):
             self.bottom = MLP(in_dim, c.bottom_dims, **mlp)
         n_exp = c.num_experts + self.num_domains + self.num_tasks
         self.experts = MLP(h2, c.expert_dims, num=n_exp, **mlp)  # shared, domain, task experts
-        n_out = self.num_tasks * self.num_domains
-        self.gates = nnx.Linear(h2, n_out * c.num_experts, rngs=rngs)
-        self.balance = BalanceScalars(c)
-        self.towers = MLP(
-            c.expert_dims[-1], (*c.tower_dims, 1), num=n_out, activate_last=False, **mlp
-        )
+        self.balance = BalanceScalars(c)  # holds no random parameters
+        self.init_towers(c.expert_dims[-1], gate_dim=h2, num_experts=c.num_experts, rngs=rngs)
 
     def __call__(
         self, batch: dict[str, Any], *, train: bool, key: jax.Array | None = None
@@ -181,7 +172,6 @@ class M3oE(MDMTModel):
         k_star, k_skip, k_exp, k_tower = split_key(key, 4)
         e_ui, e_id = self.embedding(batch)
         x = jnp.concatenate([e_ui, e_id], -1)
-        b = x.shape[0]
         run = dict(train=train, mask_b=mask_b)
         if self.star is not None:
             s_bh = self.star(x, batch["domain"])
@@ -193,18 +183,20 @@ class M3oE(MDMTModel):
         h_bkh = self.experts(x_bh, key=k_exp, **run)  # [B, K + D + T, H]
         k, t, d = c.num_experts, self.num_tasks, self.num_domains
         shared_bkh, dom_bdh, task_bth = h_bkh[:, :k], h_bkh[:, k : k + d], h_bkh[:, k + d :]
-        g_in = jax.lax.stop_gradient(x_bh) if c.detach_gate_input else x_bh
-        g_btdk = jax.nn.softmax(self.gates(g_in).reshape(b, t, d, k), axis=-1)
         w = self.balance()
         dom_bdh = jnp.einsum("de,beh->bdh", balance_matrix(w["bal_d"], d), dom_bdh)
         task_bth = jnp.einsum("te,beh->bth", balance_matrix(w["bal_t"], t), task_bth)
-        fused_btdh = (
-            jnp.einsum("btdk,bkh->btdh", g_btdk, shared_bkh)
-            + w["exp_d"] * dom_bdh[:, None]
-            + w["exp_t"] * task_bth[:, :, None]
+        extras = (w["exp_d"] * dom_bdh[:, None], w["exp_t"] * task_bth[:, :, None])
+        logits = self.gated_towers(
+            shared_bkh,
+            x_bh,
+            batch,
+            key=k_tower,
+            detach_gate_input=c.detach_gate_input,
+            extras=extras,
+            **run,
         )
-        logits = self.towers(fused_btdh.reshape(b, t * d, -1), key=k_tower, **run)
         return {
-            "logits": select_domain(logits.reshape(b, t, d), batch["domain"]),
-            "features": {"bottom": x_bh, "experts": h_bkh.reshape(b, -1)},
+            "logits": logits,
+            "features": {"bottom": x_bh, "experts": h_bkh.reshape(x.shape[0], -1)},
         }

@@ -16,7 +16,6 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     StackedLinear,
@@ -46,17 +45,9 @@ class MLPModel(MDMTModel):
     Config = MLPConfig
 
     def __init__(self, schema, config: MLPConfig, *, rngs: nnx.Rngs):
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         c = config
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        self.mlp = MLP(
-            self.embedding.out_dim + c.emb_dim,
-            c.hidden_dims,
-            batch_norm=c.batch_norm,
-            dropout=c.dropout,
-            rngs=rngs,
-        )
+        mlp = self.init_common(schema, c, rngs=rngs)
+        self.mlp = MLP(self.joint_dim, c.hidden_dims, **mlp)
         self.head = StackedLinear(
             1, c.hidden_dims[-1], self.num_tasks * self.num_domains, rngs=rngs
         )

@@ -14,15 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.models.mdmt import MODELS
-from jaxrec.models.mdmt.layers import (
-    MLP,
-    FieldEmbedding,
-    MDMTModel,
-    MDMTModelConfig,
-    batch_mask,
-    select_domain,
-    split_key,
-)
+from jaxrec.models.mdmt.layers import MLP, MDMTModel, MDMTModelConfig, batch_mask, split_key
 
 __all__ = ["MMoEConfig", "MMoE"]
 
@@ -48,18 +40,12 @@ class MMoE(MDMTModel):
     Config = MMoEConfig
 
     def __init__(self, schema, config: MMoEConfig, *, rngs: nnx.Rngs):
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
-        self.num_experts = config.num_experts
         c = config
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        in_dim = self.embedding.out_dim + c.emb_dim
-        mlp = dict(batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
-        n_out = self.num_tasks * self.num_domains
-        self.experts = MLP(in_dim, c.expert_dims, num=c.num_experts, **mlp)
-        self.gates = nnx.Linear(in_dim, n_out * c.num_experts, rngs=rngs)
-        self.towers = MLP(
-            c.expert_dims[-1], (*c.tower_dims, 1), num=n_out, activate_last=False, **mlp
+        mlp = self.init_common(schema, c, rngs=rngs)
+        self.num_experts = c.num_experts
+        self.experts = MLP(self.joint_dim, c.expert_dims, num=c.num_experts, **mlp)
+        self.init_towers(
+            c.expert_dims[-1], gate_dim=self.joint_dim, num_experts=c.num_experts, rngs=rngs
         )
 
     def __call__(
@@ -69,13 +55,6 @@ class MMoE(MDMTModel):
         k_exp, k_tower = split_key(key, 2)
         e_ui, e_id = self.embedding(batch)
         x = jnp.concatenate([e_ui, e_id], -1)
-        b, n = x.shape[0], self.num_tasks * self.num_domains
         h_bkh = self.experts(x, train=train, mask_b=mask_b, key=k_exp)
-        g_bnk = jax.nn.softmax(self.gates(x).reshape(b, n, self.num_experts), axis=-1)
-        fused_bnh = jnp.einsum("bnk,bkh->bnh", g_bnk, h_bkh)
-        logits = self.towers(fused_bnh, train=train, mask_b=mask_b, key=k_tower)
-        logits_btd = logits.reshape(b, self.num_tasks, self.num_domains)
-        return {
-            "logits": select_domain(logits_btd, batch["domain"]),
-            "features": {"experts": h_bkh.reshape(b, -1)},
-        }
+        logits = self.gated_towers(h_bkh, x, batch, train=train, mask_b=mask_b, key=k_tower)
+        return {"logits": logits, "features": {"experts": h_bkh.reshape(x.shape[0], -1)}}

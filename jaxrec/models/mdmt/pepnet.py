@@ -36,7 +36,6 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     batch_mask,
@@ -84,15 +83,13 @@ class PEPNet(MDMTModel):
 
     def __init__(self, schema, config: PEPNetConfig, *, rngs: nnx.Rngs):
         c = config
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         names = tuple(schema.sparse_names)
         unknown = [f for f in c.persona_fields if f not in names]
         if unknown:
             raise ValueError(f"persona_fields {unknown} are not sparse fields of the data {names}")
         self.persona_index = tuple(names.index(f) for f in c.persona_fields)
         self.emb_dim = c.emb_dim
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
+        self.init_common(schema, c, rngs=rngs)
         e_dim = self.embedding.out_dim
         self.epnet = MLP(
             c.emb_dim + e_dim,

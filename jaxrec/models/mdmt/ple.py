@@ -21,12 +21,11 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     StackedLinear,
     batch_mask,
-    select_domain,
+    mix_experts,
     split_key,
 )
 
@@ -77,13 +76,11 @@ class CGC(nnx.Module):
             ],
             axis=2,
         )
-        g_bnk = jax.nn.softmax(self.gates(x_bni), axis=-1)
-        out_bnh = jnp.einsum("bnk,bnkh->bnh", g_bnk, cand_bnkh)
+        out_bnh = mix_experts(self.gates(x_bni), cand_bnkh)
         all_bkh = jnp.concatenate([spec, shared_bkh], axis=1)
         if self.shared_gate is None:
             return out_bnh, None, all_bkh
-        gs_bk = jax.nn.softmax(self.shared_gate(x_bi), axis=-1)
-        return out_bnh, jnp.einsum("bk,bkh->bh", gs_bk, all_bkh), all_bkh
+        return out_bnh, mix_experts(self.shared_gate(x_bi), all_bkh), all_bkh
 
 
 @MODELS.register("ple")
@@ -98,24 +95,14 @@ class PLE(MDMTModel):
     Config = PLEConfig
 
     def __init__(self, schema, config: PLEConfig, *, rngs: nnx.Rngs):
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         c = config
+        self.init_common(schema, c, rngs=rngs)
         n_out = self.num_tasks * self.num_domains
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        in_dims = [self.embedding.out_dim + c.emb_dim] + [c.expert_dims[-1]] * (c.num_levels - 1)
+        in_dims = [self.joint_dim] + [c.expert_dims[-1]] * (c.num_levels - 1)
         self.levels = nnx.List(
             [CGC(n_out, d, c, last=i == c.num_levels - 1, rngs=rngs) for i, d in enumerate(in_dims)]
         )
-        self.towers = MLP(
-            c.expert_dims[-1],
-            (*c.tower_dims, 1),
-            num=n_out,
-            activate_last=False,
-            batch_norm=c.batch_norm,
-            dropout=c.dropout,
-            rngs=rngs,
-        )
+        self.init_towers(c.expert_dims[-1], rngs=rngs)
 
     def __call__(
         self, batch: dict[str, Any], *, train: bool, key: jax.Array | None = None
@@ -129,9 +116,5 @@ class PLE(MDMTModel):
         all_bkh = None
         for level, k in zip(self.levels, keys[:-1]):
             x_bni, x_bi, all_bkh = level(x_bni, x_bi, train=train, mask_b=mask_b, key=k)
-        logits = self.towers(x_bni, train=train, mask_b=mask_b, key=keys[-1])
-        logits_btd = logits.reshape(b, self.num_tasks, self.num_domains)
-        return {
-            "logits": select_domain(logits_btd, batch["domain"]),
-            "features": {"experts": all_bkh.reshape(b, -1)},
-        }
+        logits = self.domain_towers(x_bni, batch, train=train, mask_b=mask_b, key=keys[-1])
+        return {"logits": logits, "features": {"experts": all_bkh.reshape(b, -1)}}

@@ -25,15 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.models.mdmt import MODELS
-from jaxrec.models.mdmt.layers import (
-    MLP,
-    FieldEmbedding,
-    MDMTModel,
-    MDMTModelConfig,
-    batch_mask,
-    select_domain,
-    split_key,
-)
+from jaxrec.models.mdmt.layers import MLP, MDMTModel, MDMTModelConfig, batch_mask, split_key
 
 __all__ = ["SAFConfig", "SAF"]
 
@@ -69,13 +61,9 @@ class SAF(MDMTModel):
     Config = SAFConfig
 
     def __init__(self, schema, config: SAFConfig, *, rngs: nnx.Rngs):
-        self.config = config
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         c = config
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
+        mlp = self.init_common(schema, c, rngs=rngs)
         e_dim = self.embedding.out_dim
-        mlp = dict(batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
         self.bottom = MLP(e_dim, c.bottom_dims, **mlp)
         h_b = c.bottom_dims[-1]
         self.domain_gate = (
@@ -90,20 +78,19 @@ class SAF(MDMTModel):
             else None
         )
         self.experts = MLP(h_b, c.expert_dims, num=c.num_experts, **mlp)
-        n_out = self.num_tasks * self.num_domains
-        self.gates = nnx.Linear(h_b, n_out * c.num_experts, rngs=rngs) if c.expert_gate else None
-        self.towers = MLP(
-            c.expert_dims[-1], (*c.tower_dims, 1), num=n_out, activate_last=False, **mlp
+        self.init_towers(
+            c.expert_dims[-1],
+            gate_dim=h_b if c.expert_gate else None,
+            num_experts=c.num_experts,
+            rngs=rngs,
         )
 
     def __call__(
         self, batch: dict[str, Any], *, train: bool, key: jax.Array | None = None
     ) -> dict[str, Any]:
-        c = self.config
         mask_b = batch_mask(batch)
         k_bottom, k_gate, k_exp, k_tower = split_key(key, 4)
         e_ui, e_id = self.embedding(batch)
-        b = e_ui.shape[0]
         x_f = self.bottom(e_ui, train=train, mask_b=mask_b, key=k_bottom)[:, 0]  # [B, H_b]
         if self.domain_gate is not None:
             gate_in = jnp.concatenate([jax.lax.stop_gradient(e_ui), e_id], axis=-1)
@@ -112,19 +99,16 @@ class SAF(MDMTModel):
         else:
             x_s = x_f
         h_bkh = self.experts(x_s, train=train, mask_b=mask_b, key=k_exp)  # [B, K, H_e]
-        t, d, k = self.num_tasks, self.num_domains, c.num_experts
-        if self.gates is not None:
-            g_in = jax.lax.stop_gradient(x_s) if c.detach_gate_input else x_s
-            g_btdk = jax.nn.softmax(self.gates(g_in).reshape(b, t, d, k), axis=-1)
-            fused_bnh = jnp.einsum("btdk,bkh->btdh", g_btdk, h_bkh).reshape(b, t * d, -1)
-        else:
-            fused_bnh = jnp.broadcast_to(
-                h_bkh.mean(axis=1, keepdims=True), (b, t * d, h_bkh.shape[-1])
-            )
-        logits_btd = self.towers(fused_bnh, train=train, mask_b=mask_b, key=k_tower).reshape(
-            b, t, d
+        logits = self.gated_towers(
+            h_bkh,
+            x_s,
+            batch,
+            train=train,
+            mask_b=mask_b,
+            key=k_tower,
+            detach_gate_input=self.config.detach_gate_input,
         )
         return {
-            "logits": select_domain(logits_btd, batch["domain"]),
-            "features": {"bottom": x_f, "experts": h_bkh.reshape(b, -1)},
+            "logits": logits,
+            "features": {"bottom": x_f, "experts": h_bkh.reshape(h_bkh.shape[0], -1)},
         }

@@ -14,15 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.models.mdmt import MODELS
-from jaxrec.models.mdmt.layers import (
-    MLP,
-    FieldEmbedding,
-    MDMTModel,
-    MDMTModelConfig,
-    batch_mask,
-    select_domain,
-    split_key,
-)
+from jaxrec.models.mdmt.layers import MLP, MDMTModel, MDMTModelConfig, batch_mask, split_key
 
 __all__ = ["SharedBottomConfig", "SharedBottom"]
 
@@ -46,16 +38,10 @@ class SharedBottom(MDMTModel):
     Config = SharedBottomConfig
 
     def __init__(self, schema, config: SharedBottomConfig, *, rngs: nnx.Rngs):
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
         c = config
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        mlp = dict(batch_norm=c.batch_norm, dropout=c.dropout, rngs=rngs)
-        self.bottom = MLP(self.embedding.out_dim + c.emb_dim, c.bottom_dims, **mlp)
-        n_out = self.num_tasks * self.num_domains
-        self.towers = MLP(
-            c.bottom_dims[-1], (*c.tower_dims, 1), num=n_out, activate_last=False, **mlp
-        )
+        mlp = self.init_common(schema, c, rngs=rngs)
+        self.bottom = MLP(self.joint_dim, c.bottom_dims, **mlp)
+        self.init_towers(c.bottom_dims[-1], rngs=rngs)
 
     def __call__(
         self, batch: dict[str, Any], *, train: bool, key: jax.Array | None = None
@@ -65,6 +51,5 @@ class SharedBottom(MDMTModel):
         e_ui, e_id = self.embedding(batch)
         x = jnp.concatenate([e_ui, e_id], -1)
         h_bh = self.bottom(x, train=train, mask_b=mask_b, key=k_bottom)[:, 0]
-        logits = self.towers(h_bh, train=train, mask_b=mask_b, key=k_tower)
-        logits_btd = logits.reshape(-1, self.num_tasks, self.num_domains)
-        return {"logits": select_domain(logits_btd, batch["domain"]), "features": {"bottom": h_bh}}
+        logits = self.domain_towers(h_bh, batch, train=train, mask_b=mask_b, key=k_tower)
+        return {"logits": logits, "features": {"bottom": h_bh}}

@@ -44,7 +44,6 @@ from flax import nnx
 from jaxrec.models.mdmt import MODELS
 from jaxrec.models.mdmt.layers import (
     MLP,
-    FieldEmbedding,
     MDMTModel,
     MDMTModelConfig,
     batch_mask,
@@ -183,12 +182,9 @@ class STAR(MDMTModel):
     Config = STARConfig
 
     def __init__(self, schema, config: STARConfig, *, rngs: nnx.Rngs):
-        self.config = config
-        self.num_tasks = len(schema.task_names)
-        self.num_domains = len(schema.domain_names)
-        c, d = config, self.num_domains
-        self.embedding = FieldEmbedding(schema, c.emb_dim, rngs=rngs)
-        e_dim = self.embedding.out_dim
+        c = config
+        mlp = self.init_common(schema, c, rngs=rngs)
+        d, e_dim = self.num_domains, self.embedding.out_dim
         self.pn = PartitionedNorm(
             d,
             e_dim,
@@ -203,14 +199,7 @@ class STAR(MDMTModel):
         self.norms = nnx.List(
             [nnx.BatchNorm(d * h, rngs=rngs) for h in c.star_dims] if c.batch_norm else []
         )
-        self.aux = MLP(
-            e_dim + c.emb_dim,
-            (*c.aux_dims, self.num_tasks),
-            batch_norm=c.batch_norm,
-            dropout=c.dropout,
-            activate_last=False,
-            rngs=rngs,
-        )
+        self.aux = MLP(self.joint_dim, (*c.aux_dims, self.num_tasks), activate_last=False, **mlp)
 
     def __call__(
         self, batch: dict[str, Any], *, train: bool, key: jax.Array | None = None
