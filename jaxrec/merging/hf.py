@@ -9,11 +9,12 @@ Inputs (:func:`open_checkpoint`):
   (:func:`jaxrec.checkpoint.save_params`, leaves named ``a/b/c``);
 * a single ``.bin``/``.pt`` torch state dict.
 
-safetensors inputs are memory-mapped and read one tensor at a time (``safe_open``), so a merge
-holds only the tensors it works on. The writer (:class:`ShardedWriter`) plans the shards from the
-tensor shapes before any data is written and streams every tensor straight into its file, so the
-output never sits in memory either. Folder outputs follow the ``transformers`` layout
-(``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` plus
+safetensors inputs are read one tensor at a time from the byte offsets in their header (``pread``
+into a fresh array, the layout ``safetensors.safe_open`` reads), so a merge holds only the tensors
+it works on and no file mapping stays resident. The writer (:class:`ShardedWriter`) plans the
+shards from the tensor shapes before any data is written and streams every tensor straight into
+its file, so the output never sits in memory either. Folder outputs follow the ``transformers``
+layout (``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` plus
 ``model.safetensors.index.json``) and carry the base's config and tokenizer files.
 """
 
@@ -122,7 +123,8 @@ class CheckpointReader:
     def __init__(self, path: Path, kind: str, files: dict[str, Path], folder: Path | None):
         self.path, self.kind, self.folder = path, kind, folder
         self._file_of = files  # tensor name -> file
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, int] = {}  # safetensors file -> descriptor (pread)
+        self._offset: dict[str, int] = {}
         self._torch: dict[Path, dict] = {}
         self._info: dict[str, TensorInfo] = {}
         for file in dict.fromkeys(files.values()):
@@ -134,21 +136,18 @@ class CheckpointReader:
     # -- headers
     def _read_header(self, file: Path) -> None:
         if file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                handle = safe_open(str(file), framework="numpy")
-            except Exception as e:  # safetensors raises its own error types
-                raise ValueError(f"{file}: not a readable safetensors file: {e}") from e
-            self._handles[file] = handle
-            for name in handle.keys():
-                if self._file_of.get(name) != file:
+            header, data_start = read_safetensors_header(file)
+            fd = os.open(file, os.O_RDONLY)
+            self._handles[file] = fd
+            for name, meta in header.items():
+                if name == "__metadata__" or self._file_of.get(name) != file:
                     continue
-                sl = handle.get_slice(name)
-                code = sl.get_dtype()
-                if code not in _ST_DTYPES:
-                    raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {code}")
-                self._info[name] = TensorInfo(tuple(sl.get_shape()), _ST_DTYPES[code])
+                info = TensorInfo(tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]])
+                start, end = meta["data_offsets"]
+                if end - start != info.nbytes:
+                    raise ValueError(f"{file}: tensor {name!r}: {end - start} bytes for {info}")
+                self._info[name] = info
+                self._offset[name] = data_start + start
         else:
             state = _torch_load(file)
             self._torch[file] = state
@@ -170,8 +169,17 @@ class CheckpointReader:
     def get(self, name: str) -> np.ndarray:
         """The tensor as a numpy array (bf16 as ``ml_dtypes.bfloat16``)."""
         file = self._file_of[name]
-        if file in self._handles:
-            return self._handles[file].get_tensor(name)
+        if file in self._handles:  # pread into a fresh array: no mapping stays resident
+            info = self._info[name]
+            out = np.empty(info.shape, info.dtype)
+            buf = memoryview(out.reshape(-1).view(np.uint8))
+            pos, offset = 0, self._offset[name]
+            while pos < len(buf):
+                got = os.preadv(self._handles[file], [buf[pos:]], offset + pos)
+                if got <= 0:
+                    raise ValueError(f"{file}: truncated data for tensor {name!r}")
+                pos += got
+            return out
         t = self._torch[file][name].detach().contiguous()
         if str(t.dtype) == "torch.bfloat16":
             import torch
@@ -184,6 +192,8 @@ class CheckpointReader:
         return sum(i.nbytes for i in self._info.values())
 
     def close(self) -> None:
+        for fd in self._handles.values():
+            os.close(fd)
         self._handles.clear()
         self._torch.clear()
 
@@ -242,15 +252,31 @@ def _index_files(folder: Path, index: Path) -> dict[str, Path]:
     return files
 
 
+def read_safetensors_header(file: Path) -> tuple[dict, int]:
+    """``(header dict, byte offset of the data)`` of a safetensors file (no tensor data read).
+
+    Raises:
+      ValueError: not a safetensors file, or a dtype this reader does not know.
+    """
+    try:
+        with open(file, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100 * 2**20 or n > file.stat().st_size - 8:
+                raise ValueError(f"header length {n}")
+            header = json.loads(f.read(n))
+        for name, meta in header.items():
+            if name != "__metadata__" and meta["dtype"] not in _ST_DTYPES:
+                raise ValueError(f"tensor {name!r} has unsupported dtype {meta['dtype']}")
+    except (struct.error, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{file}: not a readable safetensors file: {e}") from e
+    return header, 8 + n
+
+
 def _names_in(file: Path) -> list[str]:
     if file.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(file), framework="numpy") as f:
-                return list(f.keys())
-        except Exception as e:
-            raise ValueError(f"{file}: not a readable safetensors file: {e}") from e
+        header, _ = read_safetensors_header(file)
+        entries = [(m["data_offsets"][0], k) for k, m in header.items() if k != "__metadata__"]
+        return [k for _, k in sorted(entries)]
     return list(_torch_load(file))
 
 

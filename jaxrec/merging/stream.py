@@ -383,6 +383,14 @@ def recipe_from_flags(
 
 
 # ----------------------------------------------------------------------------- kernels
+def _ksum(xs):
+    """Sum of a short list of arrays, unrolled (XLA:CPU reduces a short leading axis slowly)."""
+    acc = xs[0]
+    for x in xs[1:]:
+        acc = acc + x
+    return acc
+
+
 def _mergekit_tensor(
     base,
     fts,
@@ -398,44 +406,43 @@ def _mergekit_tensor(
     rescale: bool,
     out_dtype: str,
 ):
-    """One tensor, mergekit semantics (see the module docstring). Traced per (shape, dtype)."""
-    x_k = jnp.stack([f.astype(_F32) for f in fts])
-    w_k = weight_k.reshape((-1,) + (1,) * base.ndim)
+    """One flat tensor, mergekit semantics (see the module docstring). Traced per length."""
+    xs = [f.astype(_F32) for f in fts]
+    ws = [weight_k[i] for i in range(len(xs))]
     if family is None:  # linear
-        mixed = jnp.sum(x_k * w_k, axis=0)
+        mixed = _ksum([w * x for w, x in zip(ws, xs)])
         if normalize:
-            mixed = mixed / jnp.sum(weight_k)
+            mixed = mixed / _ksum(ws)
         return mixed.astype(out_dtype)
     b = base.astype(_F32)
-    tau = x_k - b
+    taus = [x - b for x in xs]
     if family.sparsify is not None:
-        if family.sparsify == "magnitude":
-            keep = top_k_masks([tau], k=k_hi, granularity="tensor")[0]
-        elif family.sparsify == "magnitude_outliers":
-            hi = top_k_masks([tau], k=k_hi, granularity="tensor")[0]
-            lo = top_k_masks([tau], k=k_lo, granularity="tensor")[0]
-            keep = hi & ~lo
-        else:  # random
-            d_k = density_k.reshape(w_k.shape)
-            keep = (jax.random.uniform(key, tau.shape) < d_k) | (d_k >= 1.0)
-        masked = jnp.where(keep, tau, 0.0)
+        if family.sparsify == "random":
+            u = jax.random.uniform(key, (len(taus), b.shape[0]))
+            keeps = [(u[i] < density_k[i]) | (density_k[i] >= 1.0) for i in range(len(taus))]
+        else:
+            tau_kn = jnp.stack(taus)
+            keep = top_k_masks([tau_kn], k=k_hi, granularity="tensor")[0]
+            if family.sparsify == "magnitude_outliers":
+                keep = keep & ~top_k_masks([tau_kn], k=k_lo, granularity="tensor")[0]
+            keeps = [keep[i] for i in range(len(taus))]
+        masked = [jnp.where(m, t, 0.0) for m, t in zip(keeps, taus)]
         if rescale:  # to the L1 norm before the mask (mergekit's RescaleNorm.l1)
-            axes = tuple(range(1, tau.ndim))
-            before = jnp.sum(jnp.abs(tau), axis=axes, keepdims=True)
-            after = jnp.sum(jnp.abs(masked), axis=axes, keepdims=True)
-            ok = (before >= 1e-7) & (after >= 1e-7)
-            masked = masked * jnp.where(ok, before / jnp.where(ok, after, 1.0), 1.0)
-        tau = masked
-    wd = tau * w_k
+            for i, (t, m) in enumerate(zip(taus, masked)):
+                before, after = jnp.sum(jnp.abs(t)), jnp.sum(jnp.abs(m))
+                ok = (before >= 1e-7) & (after >= 1e-7)
+                masked[i] = m * jnp.where(ok, before / jnp.where(ok, after, 1.0), 1.0)
+        taus = masked
+    wd = [w * t for w, t in zip(ws, taus)]
     if family.consensus:
-        elected = jnp.where(jnp.sum(wd, axis=0) >= 0, 1.0, -1.0)
-        agree = jnp.sign(wd) == elected
-        mixed = jnp.sum(jnp.where(agree, wd, 0.0), axis=0)
-        divisor = jnp.sum(jnp.where(agree, w_k, 0.0), axis=0)
+        elected = jnp.where(_ksum(wd) >= 0, 1.0, -1.0)
+        agree = [jnp.sign(d) == elected for d in wd]
+        mixed = _ksum([jnp.where(a, d, 0.0) for a, d in zip(agree, wd)])
+        divisor = _ksum([jnp.where(a, w, 0.0) for a, w in zip(agree, ws)])
         divisor = jnp.where(divisor == 0, 1.0, divisor)
     else:
-        mixed = jnp.sum(wd, axis=0)
-        divisor = jnp.sum(weight_k)
+        mixed = _ksum(wd)
+        divisor = _ksum(ws)
         divisor = jnp.where(jnp.abs(divisor) < 1e-8, 1.0, divisor)
     if normalize:
         mixed = mixed / divisor
@@ -461,6 +468,7 @@ _KERNELS: dict[str, Callable] = {"mergekit": _mergekit_tensor}
 def clear_kernel_cache() -> None:
     """Forget compiled kernels (tests that count traces)."""
     _mergekit_jitted.cache_clear()
+    _global_ties_jitted.cache_clear()
 
 
 def _needs_key(method: str) -> bool:
@@ -655,7 +663,7 @@ def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, reci
     _validate(readers, labels)
     ref = readers[0]
     merged_readers = readers[1:] if recipe.base is not None else readers
-    names = ref.names()
+    names = sorted(ref.names())  # the order of a flat dict's leaves (global top-k ties)
     floats = [n for n in names if hf.is_float(ref.info(n).dtype)]
     others = [n for n in names if n not in set(floats)]
     # non-float tensors: equal in every input, copied from the base
@@ -692,6 +700,11 @@ def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, reci
                     fns[dt] = _tensor_fn(recipe, dt)
                 merged = fns[dt](i, n, ref.get(n), [r.get(n) for r in merged_readers])
                 writer.write(n, np.asarray(merged))
+        elif recipe.engine == "jaxrec" and recipe.method == "ties":  # global top-k, 2 passes
+            fset = set(floats)
+            results = _global_ties_streamed(recipe, ref, merged_readers, sorted(floats), out_dtype)
+            for n in names:
+                writer.write(n, next(results) if n in fset else ref.get(n))
         else:
             merged = _merge_whole(recipe, ref, merged_readers, floats)
             for n in names:
@@ -730,6 +743,116 @@ def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, reci
         streamed=streamed,
         copied=copied,
     )
+
+
+def _method_defaults(method: str) -> dict[str, Any]:
+    import inspect
+
+    entry = METHODS.get(method)
+    if hasattr(entry, "defaults"):
+        return dict(entry.defaults())
+    sig = inspect.signature(entry)
+    return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def _abs_key(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """uint32 keys of |x - b| (float32): non-negative floats order like their bit patterns."""
+    tau = np.subtract(x.reshape(-1), b, dtype=np.float32)
+    return np.abs(tau, out=tau).view(np.uint32)
+
+
+def _top_bin(hist_kb: np.ndarray, need_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per task: the bin holding the need-th largest key, and the count in bins above it."""
+    cum = np.cumsum(hist_kb[:, ::-1], axis=1)
+    idx = np.array([np.searchsorted(c, max(int(n), 1)) for c, n in zip(cum, need_k)])
+    idx = np.minimum(idx, hist_kb.shape[1] - 1)
+    above = np.array([c[i - 1] if i > 0 else 0 for c, i in zip(cum, idx)], np.int64)
+    return hist_kb.shape[1] - 1 - idx, above
+
+
+def _ties_tensor_global(base, fts, t_k, take_k, n_real, *, scale, out_dtype):
+    """One tensor of global TIES given per-task thresholds: keep |tau| > t, and the first
+    ``take`` entries with |tau| == t; then jaxrec's sign election and disjoint mean."""
+    b = base.astype(_F32)
+    valid = jnp.arange(b.shape[0]) < n_real
+    xs, eq_counts = [], []
+    for i, f in enumerate(fts):
+        tau = f.astype(_F32) - b
+        key = jax.lax.bitcast_convert_type(jnp.abs(tau), jnp.uint32)
+        eq = (key == t_k[i]) & valid
+        rank = jnp.cumsum(eq.astype(jnp.int32))
+        keep = (key > t_k[i]) | (eq & (rank <= take_k[i]))
+        xs.append(jnp.where(keep, tau, 0.0))
+        eq_counts.append(jnp.sum(eq, dtype=jnp.int32))
+    elected = jnp.where(_ksum(xs) >= 0, 1.0, -1.0)
+    agree = [x * elected > 0 for x in xs]
+    cnt = jnp.maximum(_ksum([a.astype(_F32) for a in agree]), 1.0)
+    merged = _ksum([jnp.where(a, x, 0.0) / cnt for a, x in zip(agree, xs)])
+    return (b + scale * merged).astype(out_dtype), jnp.stack(eq_counts)
+
+
+_KERNELS["global_ties"] = _ties_tensor_global
+
+
+@functools.lru_cache(maxsize=16)
+def _global_ties_jitted(scale: float, out_dtype: str):
+    fn = functools.partial(_KERNELS["global_ties"], scale=scale, out_dtype=out_dtype)
+    return jax.jit(fn)
+
+
+def _global_ties_streamed(recipe, ref, merged_readers, floats, out_dtype):
+    """jaxrec's whole-model TIES without holding the model: pass 1 finds, per task vector, the
+    exact ``int(density * P)``-th largest ``|tau|`` by a two-level radix select over the float32
+    bit patterns (16 high bits, then 16 low bits within the selected bin; numpy histograms of
+    streamed tensors); pass 2 merges tensor by tensor in the flat order of the in-memory merge
+    (sorted names), keeping threshold ties by lowest flat index like
+    :func:`jaxrec.merging.top_k_masks`. Yields merged tensors in ``floats`` order."""
+    hp = _method_defaults("ties") | dict(recipe.params)
+    extra = set(hp) - {"density", "scale", "granularity"}
+    if extra:
+        raise ValueError(f"merge method 'ties': unknown hyper-parameter(s) {sorted(extra)}")
+    density, scale = hp["density"], float(hp["scale"])
+    if not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0:
+        raise ValueError(f"density must be a number in (0, 1], got {density!r}")
+    n_tasks = len(merged_readers)
+    total = sum(int(np.prod(ref.info(n).shape, dtype=np.int64)) for n in floats)
+    k_keep = np.full(n_tasks, int(float(density) * total), np.int64)
+
+    def keys():  # per tensor: list of K uint32 key arrays
+        for n in floats:
+            b = ref.get(n).reshape(-1).astype(np.float32)
+            yield n, [_abs_key(r.get(n), b) for r in merged_readers]
+
+    hist = np.zeros((n_tasks, 1 << 16), np.int64)
+    for _, ks in keys():
+        for j, key in enumerate(ks):
+            hist[j] += np.bincount(key >> 16, minlength=1 << 16)
+    hi_bin, above = _top_bin(hist, k_keep)
+    hist[:] = 0
+    for _, ks in keys():
+        for j, key in enumerate(ks):
+            sel = key[(key >> 16) == hi_bin[j]]
+            hist[j] += np.bincount(sel & 0xFFFF, minlength=1 << 16)
+    lo_bin, above_lo = _top_bin(hist, k_keep - above)
+    t_k = ((hi_bin.astype(np.uint64) << 16) | lo_bin.astype(np.uint64)).astype(np.uint32)
+    take_k = k_keep - above - above_lo  # entries equal to t kept, lowest flat index first
+    t_k = np.where(k_keep > 0, t_k, np.uint32(0xFFFFFFFF))  # keep nothing
+    take_k = np.where(k_keep > 0, take_k, 0)
+    seen = np.zeros(n_tasks, np.int64)
+    for n in floats:
+        base = ref.get(n)
+        size = bucket_size(base.size)
+        flat = [_pad_flat(x, size) for x in (base, *(r.get(n) for r in merged_readers))]
+        kernel = _global_ties_jitted(scale, np.dtype(out_dtype[n]).name)
+        out, eq = kernel(
+            flat[0],
+            tuple(flat[1:]),
+            jnp.asarray(t_k),
+            jnp.asarray((take_k - seen).clip(0, 2**31 - 1).astype(np.int32)),
+            jnp.int32(base.size),
+        )
+        seen += np.asarray(eq)
+        yield np.asarray(out)[: base.size].reshape(base.shape)
 
 
 def _merge_whole(recipe, ref, merged_readers, floats) -> dict[str, Any]:
