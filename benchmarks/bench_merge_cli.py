@@ -139,7 +139,9 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--repeats", type=int, default=None, help="runs per tool (1; --small: 2)")
     ap.add_argument("--mergekit", default=None, help="path to mergekit-yaml (peer; else null)")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep models/outputs here")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="keep models/outputs here (reused if there)"
+    )
     args = ap.parse_args(argv)
     repeats = args.repeats or (2 if args.small else 1)
     tmp = None
@@ -160,7 +162,16 @@ def _run(args, root: Path, repeats: int) -> None:
     import jax
 
     t0 = time.perf_counter()
-    base, fts, n_params = make_models(root / "models", args.k, args.small)
+    models = root / "models"
+    if (models / "ready.json").is_file():  # a previous run's models in --workdir
+        meta = json.loads((models / "ready.json").read_text())
+        base, fts, n_params = models / "base", [Path(p) for p in meta["fts"]], meta["params"]
+    else:
+        base, fts, n_params = make_models(models, args.k, args.small)
+        meta = {"fts": [str(f) for f in fts], "params": n_params}
+        (models / "ready.json").write_text(json.dumps(meta))
+    if len(fts) != args.k:
+        raise SystemExit(f"{models} holds {len(fts)} fine-tuned models, not --k {args.k}")
     setup_s = time.perf_counter() - t0
     model_mb = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 2**20
     versions = {
