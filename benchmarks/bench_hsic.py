@@ -11,10 +11,18 @@ covariance per RFF index, SGD on softmax logits, batch + memory rows):
 jaxrec runs ``StableConfig.lineage(num_rff=3)`` (identical math) and, as a second line, its
 defaults (Adam, plain RFF). Prints one JSON line per case.
 
+``--estimators`` instead times one loss-and-gradient evaluation (one inner step's work) of the
+pair-loss estimates against their exact reference at batch 2048 (+ memory 2048), n_x = 3:
+exact vs randomized (Gaussian probes, S = 32) for the plain all-pairs covariance loss and for 8
+column groups, and the exact default (normalised, noise floor) vs its active-pair form (top 1024
+pairs). Randomized lines carry the estimate's relative spread over probe draws.
+
 Usage::
 
     python benchmarks/bench_hsic.py --small     # CI: batch 2048, dim 64
     python benchmarks/bench_hsic.py             # batch 2048/8192 x dim 64/256
+    python benchmarks/bench_hsic.py --estimators              # dims 128, 320, 960
+    python benchmarks/bench_hsic.py --estimators --small      # dim 128 only
 
 References: SAF (AAAI 2026); StableNet (CVPR 2021).
 """
@@ -190,6 +198,85 @@ def bench_case(batch, dim, *, steps, num_f, repeats, with_torch=True):
     return lines
 
 
+def bench_estimators(dim, *, rows=4096, num_f=3, probes=32, repeats=5, groups=8):
+    """One JSON line per estimate: loss + gradient w.r.t. the weight logits, jit, median time."""
+    from jaxrec.stable import hsic
+
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (rows, dim)).at[:, 1].add(0.8 * jax.random.normal(key, (rows,)))
+    z_knd = stable.rff_features_knd(x, jax.random.key(1), num_f)
+    logits = jnp.zeros((rows,))
+    g_dg = hsic.group_onehot(dim, groups)
+    uniform = jnp.full((rows,), 1.0 / rows)
+    a_p, b_p = hsic.screen_pairs(z_knd, uniform, 1024, True)
+
+    def probes_for(num_j):
+        return lambda k: jax.random.normal(k, (dim, num_j, probes))
+
+    cases = {
+        "exact_all_pairs": (lambda lg, k: hsic.hsic_pairs_knd(z_knd, jax.nn.softmax(lg)), None),
+        "randomized_all_pairs": (
+            lambda lg, k: hsic.hsic_pairs_knd(
+                z_knd, jax.nn.softmax(lg), probes_djs=probes_for(1)(k)
+            ),
+            "exact_all_pairs",
+        ),
+        "exact_groups": (
+            lambda lg, k: hsic.hsic_pairs_knd(z_knd, jax.nn.softmax(lg), group_dg=g_dg),
+            None,
+        ),
+        "randomized_groups": (
+            lambda lg, k: hsic.hsic_pairs_knd(
+                z_knd, jax.nn.softmax(lg), group_dg=g_dg, probes_djs=probes_for(groups)(k)
+            ),
+            "exact_groups",
+        ),
+        "exact_default": (
+            lambda lg, k: hsic.hsic_pairs_knd(
+                z_knd, jax.nn.softmax(lg), normalize=True, noise_floor=12.0
+            ),
+            None,
+        ),
+        "active1024_default": (
+            lambda lg, k: hsic.hsic_active_pairs_knd(
+                z_knd, jax.nn.softmax(lg), a_p, b_p, normalize=True, noise_floor=12.0
+            ),
+            "exact_default",
+        ),
+    }
+    versions = {"jax": jax.__version__, "numpy": np.__version__}
+    times = {}
+    for name, (fn, peer) in cases.items():
+        vg = jax.jit(jax.value_and_grad(fn))
+        t = time.perf_counter()
+        jax.block_until_ready(vg(logits, jax.random.key(2)))
+        compile_s = time.perf_counter() - t
+        keys = iter(jax.random.split(jax.random.key(3), 10 * repeats))
+        p50, p90 = _time(lambda f=vg, ks=keys: jax.block_until_ready(f(logits, next(ks))), repeats)
+        times[name] = p50
+        line = {
+            "name": f"hsic_estimate/{name}/d{dim}",
+            "device": jax.devices()[0].device_kind,
+            "versions": versions,
+            "rows": rows,
+            "dim": dim,
+            "n_x": num_f,
+            "compile_s": round(compile_s, 3),
+            "p50_s": round(p50, 5),
+            "p90_s": round(p90, 5),
+            "throughput": {"value": round(rows / p50, 1), "unit": "rows/s (loss + grad)"},
+            "peer": None if peer is None else {"impl": peer, "p50_s": round(times[peer], 5)},
+            "ratio": None if peer is None else round(times[peer] / p50, 3),
+        }
+        if name.startswith("randomized"):
+            draws = jax.vmap(lambda k, f=fn: f(logits, k))(jax.random.split(jax.random.key(4), 16))
+            exact = float(cases[peer][0](logits, None))
+            line["probes"] = probes
+            line["relative_spread"] = round(float(jnp.std(draws)) / exact, 4)
+            line["relative_bias_16_draws"] = round(float(jnp.mean(draws)) / exact - 1, 4)
+        print(json.dumps(line), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="CI size: batch 2048, dim 64")
@@ -198,7 +285,14 @@ def main(argv=None):
     parser.add_argument("--num-rff", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--cases", default=None, help="e.g. 2048x64,8192x256 (batch x dim)")
+    parser.add_argument(
+        "--estimators", action="store_true", help="exact vs randomized / active-pair estimates"
+    )
     args = parser.parse_args(argv)
+    if args.estimators:
+        for dim in [128] if args.small else [128, 320, 960]:
+            bench_estimators(dim, repeats=args.repeats or 5)
+        return
     cases = [(2048, 64)] if args.small else [(2048, 64), (2048, 256), (8192, 64), (8192, 256)]
     if args.cases:
         cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]

@@ -1,13 +1,18 @@
 """Benchmark: one full SAF train step with and without stable-learning reweighting.
 
-Prints one JSON line per case (SAF with reweighting, and the same model without it as the peer
-measured in the same run) with compile time, p50/p90 step time over several timed windows,
-throughput, and the reweighting overhead ratio (the paper reports ~4% extra training time).
+Prints one JSON line per case: SAF without reweighting (the peer, measured in the same run) and
+SAF with each named weight-learning variant (``--variants``): ``default`` (``StableConfig()``),
+``all_pairs`` (the previous default), ``lineage`` (StableNet's recipe), ``active`` (one all-pairs
+screen per batch, inner steps on the top 1024 pairs) and ``active_m5`` (the same with m = 5,
+lr 0.4). Each line has compile time, p50/p90 step time over several timed windows, throughput,
+``ratio`` = peer time / ours (the schema's) and ``overhead_ratio`` = ours / peer (the paper
+reports ~1.04).
 
 Usage::
 
     python benchmarks/bench_saf_step.py            # batch 2048, paper settings (n_x=3, m=20, K=5)
     python benchmarks/bench_saf_step.py --small    # CI-sized: batch 256, tiny model, m=5
+    python benchmarks/bench_saf_step.py --variants default active --repeats 2 --steps 3
 
 References: SAF, "Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation"
 (AAAI 2026), training-cost claim.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 
 import flax
@@ -48,12 +54,35 @@ def time_steps(trainer, batches, repeats, steps):
     return compile_s, np.asarray(per_step)
 
 
+VARIANTS = {
+    "default": {},
+    "all_pairs": dict(reg=0.005, normalize=False, noise_floor=0.0),
+    "lineage": "lineage",
+    "active": dict(max_pairs=1024),
+    "active_m5": dict(max_pairs=1024, inner_steps=5, lr=0.4),
+}
+
+
+def variant_config(name: str, base: StableConfig) -> StableConfig:
+    spec = VARIANTS[name]
+    if spec == "lineage":
+        return StableConfig.lineage(num_rff=base.num_rff, inner_steps=base.inner_steps)
+    return dataclasses.replace(base, **spec)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="CI-sized run")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed windows (median is reported)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed window")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default", "all_pairs", "lineage", "active", "active_m5"],
+        choices=list(VARIANTS),
+        help="weight-learning variants to time against the same step without reweighting",
+    )
     args = p.parse_args(argv)
     batch = args.batch or (256 if args.small else 2048)
     steps = args.steps or (5 if args.small else 10)
@@ -82,38 +111,39 @@ def main(argv=None):
     ]
     versions = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
     device = jax.devices()[0].device_kind
+    cases = [("saf_step_no_reweight", dataclasses.replace(stable, enabled=False))]
+    cases += [(f"saf_step_reweight/{v}", variant_config(v, stable)) for v in args.variants]
     results = {}
-    for name, cfg in (
-        ("saf_step_reweight", base),
-        (
-            "saf_step_no_reweight",
-            dataclasses.replace(base, stable=dataclasses.replace(stable, enabled=False)),
-        ),
-    ):
+    for name, st_cfg in cases:
+        cfg = dataclasses.replace(base, stable=st_cfg)
         trainer = tm.Trainer(cfg, ds.schema, mesh=mesh)
         compile_s, per_step = time_steps(trainer, batches, args.repeats, steps)
         results[name] = dict(
             compile_s=compile_s,
             p50=float(np.median(per_step)),
             p90=float(np.percentile(per_step, 90)),
+            cfg=st_cfg,
         )
-    peer = results["saf_step_no_reweight"]
-    for name, r in results.items():
+        r = results[name]
+        peer = results["saf_step_no_reweight"]
+        is_peer = name == "saf_step_no_reweight"
         line = {
             "name": name,
             "device": device,
             "versions": versions,
             "batch": batch,
-            "inner_steps": stable.inner_steps,
-            "num_rff": stable.num_rff,
+            "inner_steps": st_cfg.inner_steps,
+            "num_rff": st_cfg.num_rff,
+            "max_pairs": st_cfg.max_pairs,
             "small": args.small,
             "compile_s": round(r["compile_s"], 3),
-            "p50_step_s": round(r["p50"], 5),
-            "p90_step_s": round(r["p90"], 5),
-            "throughput_samples_s": round(batch / r["p50"], 1),
-            "peer": "saf_step_no_reweight",
-            "peer_p50_step_s": round(peer["p50"], 5),
-            "overhead_ratio": round(r["p50"] / peer["p50"], 3),
+            "p50_s": round(r["p50"], 5),
+            "p90_s": round(r["p90"], 5),
+            "throughput": {"value": round(batch / r["p50"], 1), "unit": "samples/s"},
+            "peer": None if is_peer else {"impl": "saf_step_no_reweight", "p50_s": peer["p50"]},
+            "ratio": None if is_peer else round(peer["p50"] / r["p50"], 4),
+            "overhead_ratio": None if is_peer else round(r["p50"] / peer["p50"], 3),
+            "loadavg_1m": os.getloadavg()[0],
         }
         print(json.dumps(line), flush=True)
 

@@ -169,9 +169,10 @@ def test_jit_matches_no_jit_with_memory():
     jitted = REWEIGHT(x, mem, jax.random.key(3), TINY, mask)
     with jax.disable_jit():  # op by op, the fori_loop as a Python loop
         eager = stable.reweight(x, mem, jax.random.key(3), TINY, mask)
+    # the default normalises by weighted variances: fused vs op-by-op rounding reaches ~3e-5
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert float(jnp.max(jnp.abs(jitted[0] - eager[0]))) < 1e-5
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert float(jnp.max(jnp.abs(jitted[0] - eager[0]))) < 1e-4
     assert not np.allclose(jitted[0][:13], 1.0)  # the weights moved
 
 
