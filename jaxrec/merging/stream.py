@@ -368,6 +368,13 @@ def recipe_from_flags(
     seed = int(hparams.pop("seed", 0))
     if "key" in hparams:
         raise ValueError("pass seed=N instead of key for the random methods")
+    unknown = sorted(set(hparams) - set(_method_defaults(method)))
+    if unknown:
+        raise ValueError(
+            f"merge method {method!r}: unknown hyper-parameter(s) {unknown}; "
+            f"known: {sorted(_method_defaults(method))}"
+            + (" and seed" if _needs_key(method) else "")
+        )
     models = tuple(ModelEntry(_resolve_path(p, "finetuned", None)) for p in finetuned)
     tok = _resolve_path(tokenizer_source, "tokenizer_source", None) if tokenizer_source else None
     return Recipe(

@@ -383,6 +383,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "merge_method 'della' is not supported" in capsys.readouterr().err
     assert cli.main(["merge", "--method", "ties", "--out", str(tmp_path / "o")]) == 2
     assert "missing: --base, --finetuned" in capsys.readouterr().err
+    base = tmp_path / "b.safetensors"
+    save_file({"w": np.zeros(2, np.float32)}, base)
+    args = ["merge", "--method", "ties", "--base", str(base), "--finetuned", str(base)]
+    assert cli.main([*args, "--out", str(tmp_path / "o"), "--set", "densty=0.2"]) == 2
+    assert "unknown hyper-parameter(s) ['densty']" in capsys.readouterr().err
     assert cli.main(["merge", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "ties(" in listing and "breadcrumbs_ties" in listing
