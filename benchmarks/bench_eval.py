@@ -8,8 +8,9 @@ of ``--batch-size`` users and turns the scores into metrics:
 * ``torch_topk``: ``torch.topk(scores, max(ks))`` then target membership (the common PyTorch
   recipe; ties broken arbitrarily), when torch is importable.
 
-Prints one JSON line per case (name, device, versions, compile_s, p50/p90 time per batch step and
-per full pass, users/s, and the peers' users/s measured in the same run).
+Prints one JSON line per case in the benchmarks' schema (``benchmarks/common.py``): p50/p90 of one
+full pass over all users, users/s, and numpy as the peer measured in the same run (``ratio`` =
+numpy time / ours).
 
 Usage::
 
@@ -23,15 +24,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import platform
+import sys
 import time
+from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import record, timed  # noqa: E402  (the benchmarks' shared JSON schema)
 
 KS = (1, 5, 10, 50)
 
@@ -56,15 +59,6 @@ def torch_topk_recall(torch, user_reps, item_reps, targets, batch_size):
     return torch.cat(hits).float().mean().item()
 
 
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return np.asarray(times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="CI size: 256 users, 2k items, 64-d")
@@ -80,16 +74,11 @@ def main():
     user_np = rng.standard_normal((args.users, args.dim), np.float32)
     item_np = rng.standard_normal((args.items, args.dim), np.float32)
     targets = rng.integers(0, args.items, args.users).astype(np.int32)
-    n_batches = -(-args.users // args.batch_size)
     base = {
         "users": args.users,
         "items": args.items,
         "dim": args.dim,
         "batch_size": args.batch_size,
-        "device": jax.devices()[0].device_kind,
-        "cpu": platform.processor() or platform.machine(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
     }
 
     # jaxrec: first call compiles; reps already on device (as they are after encoding)
@@ -106,37 +95,34 @@ def main():
     np_t = timed(lambda: numpy_ranks(user_np, item_np, targets, args.batch_size), args.repeats)
     ranks_np = numpy_ranks(user_np, item_np, targets, args.batch_size)
     res_np = metrics.metrics_from_ranks(ranks_np, KS)
-    peers = {"numpy": float(args.users / np.median(np_t))}
     cases = [("jaxrec", jax_t, float(first - np.median(jax_t)), res_jax)]
     cases.append(("numpy", np_t, 0.0, res_np))
     if importlib.util.find_spec("torch") is not None:
         import torch
 
-        base["torch"] = torch.__version__
         u_t, i_t, t_t = map(torch.from_numpy, (user_np, item_np, targets.astype(np.int64)))
         topk_recall = torch_topk_recall(torch, u_t, i_t, t_t, args.batch_size)
         torch_t = timed(
             lambda: torch_topk_recall(torch, u_t, i_t, t_t, args.batch_size), args.repeats
         )
-        peers["torch_topk"] = float(args.users / np.median(torch_t))
         cases.append(("torch_topk", torch_t, 0.0, {"recall@50": topk_recall}))
     agree = float(np.mean(ranks_jax == ranks_np))  # float32 sum order may flip exact near-ties
     for name, times, compile_s, res in cases:
-        line = {
-            "name": f"full_ranking/{name}",
+        peer = next((c for c in cases if c[0] == "numpy"), None) if name != "numpy" else None
+        record(
+            f"full_ranking/{name}",
+            times,
+            compile_s=compile_s,
+            work=args.users,
+            unit="users/s",
+            peer=None if peer is None else ("numpy", peer[1]),
+            extra_versions=("torch",),
             **base,
-            "compile_s": round(compile_s, 4),
-            "p50_pass_s": round(float(np.median(times)), 4),
-            "p90_pass_s": round(float(np.quantile(times, 0.9)), 4),
-            "p50_step_s": round(float(np.median(times)) / n_batches, 5),
-            "p90_step_s": round(float(np.quantile(times, 0.9)) / n_batches, 5),
-            "users_per_s": round(args.users / float(np.median(times)), 1),
-            "peer_users_per_s": {k: round(v, 1) for k, v in peers.items() if k != name},
-            "recall@50": round(res["recall@50"], 5),
-            "rank_agreement_with_numpy": agree,
-            "repeats": args.repeats,
-        }
-        print(json.dumps(line), flush=True)
+            recall_at_50=round(res["recall@50"], 5),
+            rank_agreement_with_numpy=agree,
+            repeats=args.repeats,
+            timed_unit="one full-ranking pass over all users",
+        )
 
 
 if __name__ == "__main__":

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import sys
 import time
 from pathlib import Path
 
-import flax
 import jax
 import numpy as np
-import optax
 
 from jaxrec import sharding
 from jaxrec.config import load_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.train import mdmt as tm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import record  # noqa: E402  (the benchmarks' shared JSON schema)
 
 TABLE1 = Path(__file__).resolve().parents[1] / "configs" / "mdmt" / "table1.py"
 
@@ -79,8 +80,6 @@ def main(argv=None):
     batches = [
         sharding.shard_batch(b, mesh) for b in mdmt_data.batches(ds["train"], batch, drop_last=True)
     ]
-    versions = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
-    device = jax.devices()[0]
     for label, cfg in runs.items():
         cfg = dataclasses.replace(
             cfg,
@@ -93,30 +92,25 @@ def main(argv=None):
         )
         trainer = tm.Trainer(cfg, ds.schema, mesh=mesh)
         compile_s, per_step, loss = time_model(trainer, batches, steps)
-        p50 = float(np.median(per_step))
         n_params = sum(
             int(np.prod(x.shape)) for x in jax.tree.leaves(trainer.init_state(0)["params"])
         )
-        line = {
-            "name": f"train_step/{cfg.model}",
-            "label": label,
-            "device": device.device_kind,
-            "platform": device.platform,
-            "versions": versions,
-            "batch": batch,
-            "small": args.small,
-            "stable_learning": cfg.stable.enabled,
-            "adatask": trainer.use_adatask,
-            "num_params": n_params,
-            "compile_s": round(compile_s, 3),
-            "steps": steps,
-            "p50_step_s": round(p50, 6),
-            "p90_step_s": round(float(np.percentile(per_step, 90)), 6),
-            "throughput_samples_s": round(batch / p50, 1),
-            "final_loss": round(loss, 5),
-            "step_traces": trainer.step_traces,
-        }
-        print(json.dumps(line), flush=True)
+        record(
+            f"train_step/{cfg.model}",
+            per_step,
+            compile_s=compile_s,
+            work=batch,
+            unit="samples/s",
+            label=label,
+            batch=batch,
+            small=args.small,
+            stable_learning=cfg.stable.enabled,
+            adatask=trainer.use_adatask,
+            num_params=n_params,
+            steps=steps,
+            final_loss=round(loss, 5),
+            step_traces=trainer.step_traces,
+        )
 
 
 if __name__ == "__main__":
