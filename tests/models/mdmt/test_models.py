@@ -1,7 +1,6 @@
 """Tests of the MDMT models: SAF against a naive numpy forward, masking, eval mode, baselines."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,18 +8,12 @@ import numpy as np
 import pytest
 from flax import nnx
 from mdmt_ref import np_mlp
+from zoo_util import SCHEMA, build
 
-from jaxrec.data.mdmt import MDMTSchema
 from jaxrec.models import mdmt
-from jaxrec.models.mdmt.layers import MLP, select_domain
+from jaxrec.models.mdmt.layers import MLP, mix_experts, select_domain
 from jaxrec.models.mdmt.saf import SAFConfig
 
-SCHEMA = MDMTSchema(
-    sparse_names=("user", "item", "cat"),
-    sparse_vocab=(5, 7, 3),
-    dense_names=("price",),
-    domain_names=("d0", "d1", "d2"),
-)
 B = 10
 SMALL = dict(emb_dim=4, tower_dims=(4,))
 SAF_SMALL = SAFConfig(
@@ -38,23 +31,6 @@ def make_batch(seed=0, b=B):
         "domain": rng.integers(0, 3, b).astype(np.int32),
         "mask": np.ones(b, np.float32),
     }
-
-
-@functools.cache
-def build(name, config):
-    """(abstract model, params, batch stats, jitted forward); parameters from one compiled init."""
-    make = lambda: mdmt.create(name, SCHEMA, config, rngs=nnx.Rngs(0))
-    model = nnx.eval_shape(make)
-    graphdef = nnx.graphdef(model)
-    params, stats = jax.jit(lambda: nnx.split(make(), nnx.Param, nnx.BatchStat)[1:])()
-
-    @functools.partial(jax.jit, static_argnames="train")
-    def forward(params, stats, batch, train):
-        m = nnx.merge(graphdef, params, stats, copy=True)
-        out = m(batch, train=train)
-        return out, nnx.state(m, nnx.BatchStat)
-
-    return model, params, stats, forward
 
 
 # ------------------------------------------------------------------------ numpy reference (SAF)
@@ -154,8 +130,7 @@ def test_domain_gate_input_detached_from_embeddings(saf):
     """With the bottom made constant (W = 0, BN bias 1), field embeddings reach the logits only
     through the domain gate, whose e_ui input is detached: their gradient must be exactly 0,
     while the (not detached) domain embedding still gets one."""
-    model, params, stats, _ = saf
-    graphdef = nnx.graphdef(model)
+    graphdef, params, stats, _ = saf
     batch = make_batch(5)
 
     def f(p):
@@ -168,6 +143,21 @@ def test_domain_gate_input_detached_from_embeddings(saf):
     np.testing.assert_array_equal(np.asarray(g["embedding"]["table"]), 0.0)
     assert np.abs(np.asarray(g["embedding"]["domain_table"])).sum() > 0
     assert np.abs(np.asarray(g["domain_gate"]["linears"][0]["kernel"])).sum() > 0
+
+
+def test_mix_experts_matches_loop():
+    """Softmax over the expert axis, then the weighted sum, for the three input layouts."""
+    rng = np.random.default_rng(1)
+    logits_bnk = rng.normal(size=(4, 3, 5)).astype(np.float32)
+    shared_bkh = rng.normal(size=(4, 5, 2)).astype(np.float32)
+    own_bnkh = rng.normal(size=(4, 3, 5, 2)).astype(np.float32)
+    g = np.exp(logits_bnk) / np.exp(logits_bnk).sum(-1, keepdims=True)
+    want_shared = np.stack([[g[b, n] @ shared_bkh[b] for n in range(3)] for b in range(4)])
+    want_own = np.stack([[g[b, n] @ own_bnkh[b, n] for n in range(3)] for b in range(4)])
+    tol = dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mix_experts(logits_bnk, shared_bkh), want_shared, **tol)
+    np.testing.assert_allclose(mix_experts(logits_bnk, own_bnkh), want_own, **tol)
+    np.testing.assert_allclose(mix_experts(logits_bnk[:, 0], shared_bkh), want_shared[:, 0], **tol)
 
 
 def test_select_domain_matches_loop():

@@ -3,7 +3,6 @@ model's defining mechanism (PEPNet gates, M2M per-sample attention and generated
 balance scalars with their own optimiser)."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,23 +10,16 @@ import numpy as np
 import pytest
 from flax import nnx
 from mdmt_ref import np_embed, np_mlp, np_select
+from zoo_util import SCHEMA, build
 
 from jaxrec import sharding
 from jaxrec.data import mdmt as mdmt_data
-from jaxrec.data.mdmt import MDMTSchema
-from jaxrec.models import mdmt
 from jaxrec.models.mdmt.m2m import LEAKY_SLOPE, M2MConfig
 from jaxrec.models.mdmt.m3oe import M3oE, M3oEConfig, balance_matrix
 from jaxrec.models.mdmt.pepnet import PEPNetConfig
 from jaxrec.stable import StableConfig
 from jaxrec.train import mdmt as tm
 
-SCHEMA = MDMTSchema(
-    sparse_names=("user", "item", "cat"),
-    sparse_vocab=(5, 7, 3),
-    dense_names=("price",),
-    domain_names=("d0", "d1", "d2"),
-)
 B, T, D = 9, 2, 3
 SMALL = dict(emb_dim=4, tower_dims=(5,))
 CONFIGS = {
@@ -63,43 +55,6 @@ def make_batch(seed=0, b=B):
         "domain": (np.arange(b) % D).astype(np.int32),
         "mask": np.ones(b, np.float32),
     }
-
-
-def random_values(state, seed):
-    """Random values for an abstract state (cheaper than compiling each model's initialiser; the
-    Trainer tests use the real one): kernels ~ N(0, 1/fan_in), norm scales ~ 1, BatchNorm
-    variances > 0, everything else ~ N(0, 0.3^2)."""
-    rng = np.random.default_rng(seed)
-
-    def value(path, leaf):
-        name = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
-        z = rng.normal(size=leaf.shape).astype(np.float32)
-        if name in ("kernel", "shared_kernel", "domain_kernel") and len(leaf.shape) >= 2:
-            z = z / np.sqrt(leaf.shape[-2])
-        elif name == "scale":
-            z = 1.0 + 0.1 * z
-        elif name == "var":
-            z = 1.0 + 0.2 * np.abs(z)
-        else:
-            z = 0.3 * z
-        return jnp.asarray(z)
-
-    return jax.tree_util.tree_map_with_path(value, state)
-
-
-@functools.cache
-def build(name, config):
-    """(graphdef, params, batch stats, jitted forward) with random parameter values."""
-    make = lambda: mdmt.create(name, SCHEMA, config, rngs=nnx.Rngs(0))
-    graphdef, params, stats = nnx.split(nnx.eval_shape(make), nnx.Param, nnx.BatchStat)
-    params, stats = random_values(params, 0), random_values(stats, 1)
-
-    @functools.partial(jax.jit, static_argnames="train")
-    def forward(params, stats, batch, train):
-        m = nnx.merge(graphdef, params, stats, copy=True)
-        return m(batch, train=train), nnx.state(m, nnx.BatchStat)
-
-    return graphdef, params, stats, forward
 
 
 def model_of(name, config=None):
@@ -371,6 +326,52 @@ def test_m3oe_balance_matrix_and_optimizer_groups():
         M3oEConfig(balance_learning_rate=-1.0)
 
 
+def test_m3oe_forward_matches_numpy():
+    """Train-mode forward: STAR bottom + skip block, shared/domain/task experts, D·T gates over
+    the shared experts, balance-scalar fusion and D·T towers, against loops in numpy."""
+    _, params, stats, forward = build("m3oe", CONFIGS["m3oe"])
+    p = nnx.to_pure_dict(params)
+    batch = make_batch(6)
+    out, _ = forward(params, stats, batch, True)
+    k, h = CONFIGS["m3oe"].num_experts, 7
+    dom = batch["domain"]
+    e_ui, e_id = np_embed(p, batch, SCHEMA.sparse_vocab)
+    x = np.concatenate([e_ui, e_id], 1)
+    st = p["star"]
+    w_dio = np.asarray(st["shared_kernel"])[None] * np.asarray(st["domain_kernel"])
+    b_do = np.asarray(st["domain_bias"])
+    s_bh = np.stack([x[i] @ w_dio[dom[i]] + b_do[dom[i]] for i in range(B)])
+    s_bh = s_bh + np.asarray(st["shared_bias"])
+    x_bh = np_mlp(s_bh, p["bottom"], 1)[:, 0] + np_mlp(x, p["skip"], 1)[:, 0]
+    experts = np_mlp(x_bh, p["experts"], k + D + T)
+    shared, dom_e, task_e = experts[:, :k], experts[:, k : k + D], experts[:, k + D :]
+    z = (x_bh @ np.asarray(p["gates"]["kernel"]) + np.asarray(p["gates"]["bias"])).reshape(
+        B, T, D, k
+    )
+    w = {n: sigmoid(float(p["balance"][n])) for n in ("exp_d", "exp_t", "bal_d", "bal_t")}
+    fused = np.zeros((B, T, D, h), np.float32)
+    for t in range(T):
+        for d in range(D):
+            g = np.exp(z[:, t, d] - z[:, t, d].max(1, keepdims=True))
+            g /= g.sum(1, keepdims=True)
+            mix_d = sum(
+                (w["bal_d"] if j == d else (1 - w["bal_d"]) / (D - 1)) * dom_e[:, j]
+                for j in range(D)
+            )
+            mix_t = sum(
+                (w["bal_t"] if j == t else (1 - w["bal_t"]) / (T - 1)) * task_e[:, j]
+                for j in range(T)
+            )
+            fused[:, t, d] = (
+                np.einsum("bk,bkh->bh", g, shared) + w["exp_d"] * mix_d + w["exp_t"] * mix_t
+            )
+    logits = np_mlp(fused.reshape(B, T * D, h), p["towers"], T * D, False, shared_input=False)
+    want = np_select(logits[..., 0].reshape(B, T, D), dom)
+    np.testing.assert_allclose(out["logits"], want, **TOL)
+    np.testing.assert_allclose(out["features"]["bottom"], x_bh, **TOL)
+    np.testing.assert_allclose(out["features"]["experts"], experts.reshape(B, -1), **TOL)
+
+
 def _split_balance(params):
     flat = {
         jax.tree_util.keystr(k): np.asarray(v)
@@ -381,7 +382,7 @@ def _split_balance(params):
     return bal, rest
 
 
-@pytest.mark.usefixtures("rbg_prng")
+@pytest.mark.usefixtures("trainer_compile")
 def test_m3oe_balance_scalars_have_their_own_optimiser(dataset):
     """Through the Trainer (two steps each, finite loss, no recompiles): with the main lr 0 only
     the balance scalars move; with the balance lr 0 they stay while the rest moves, so they get

@@ -8,21 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import zoo_util
 from flax import nnx
 from mdmt_ref import np_embed
+from zoo_util import SCHEMA
 
-from jaxrec.data.mdmt import MDMTSchema
-from jaxrec.models import mdmt
 from jaxrec.models.mdmt.adasparse import AdaSparseConfig, pruning_factors, sparsity_penalty
 from jaxrec.models.mdmt.hamur import HAMURConfig
 from jaxrec.models.mdmt.star import PartitionedNorm, STARConfig, StarLinear
 
-SCHEMA = MDMTSchema(
-    sparse_names=("user", "item", "cat"),
-    sparse_vocab=(5, 7, 3),
-    dense_names=("price",),
-    domain_names=("d0", "d1", "d2"),
-)
 B = 9
 EPS = 1e-5  # BatchNorm / PN epsilon
 CONFIGS = {
@@ -46,20 +40,9 @@ def make_batch(seed=0, b=B):
     }
 
 
-@functools.cache
 def build(name, config=None):
-    """(graphdef, params, batch stats, jitted forward) with parameters from one compiled init."""
-    config = CONFIGS[name] if config is None else config
-    make = lambda: mdmt.create(name, SCHEMA, config, rngs=nnx.Rngs(0))
-    graphdef = nnx.graphdef(nnx.eval_shape(make))
-    params, stats = jax.jit(lambda: nnx.split(make(), nnx.Param, nnx.BatchStat)[1:])()
-
-    @functools.partial(jax.jit, static_argnames="train")
-    def forward(params, stats, batch, train):
-        m = nnx.merge(graphdef, params, stats, copy=True)
-        return m(batch, train=train), nnx.state(m, nnx.BatchStat)
-
-    return graphdef, params, stats, forward
+    """(graphdef, params, batch stats, jitted forward) with random parameter values."""
+    return zoo_util.build(name, CONFIGS[name] if config is None else config)
 
 
 def jit_call(module, fn, *args):

@@ -6,9 +6,9 @@ editing this file: small sizes (every size field that exists, via
 one trace of the train step), eval-mode predictions of shape ``[N, T]`` in (0, 1); and the Table 1
 config lists every registered model.
 
-The trainer tests run with the ``rbg`` PRNG (fixture ``rbg_prng`` in conftest.py): the zoo compiles
-an init, a train step and a predict function per model. The models' own test files check each
-model's mechanism.
+The trainer tests run with the cheaper-compile settings of the ``trainer_compile`` fixture
+(conftest.py): the zoo compiles an init, a train step and a predict function per model. The
+models' own test files check each model's mechanism.
 """
 
 import dataclasses
@@ -34,7 +34,7 @@ def dataset():
     return mdmt_data.load("synthetic", **DATA)
 
 
-@pytest.mark.usefixtures("rbg_prng")
+@pytest.mark.usefixtures("trainer_compile")
 @pytest.mark.parametrize("name", mdmt.MODELS.names())
 def test_every_model_trains_two_steps_without_recompiles(name, dataset):
     model_config = small_model_config(mdmt.default_config(name), max_dim=8, emb_dim=4)
