@@ -28,8 +28,9 @@ k-th largest value by *counting* instead:
    search over indices, and only runs when there is a tie.
 
 Magnitudes below the smallest normal float32 (1.2e-38) are treated as zero (CPUs run XLA with
-denormals flushed), so they tie with exact zeros. Counts are summed as float32 in chunks of at most
-2**24 entries per task (exact integers, and the float path is the fast, vectorised one on CPU).
+denormals flushed), so they tie with exact zeros. A count compares keys exactly, never
+quotients, with float-only arithmetic that XLA:CPU vectorises (``_probe_consts``), summed as
+float32 in chunks of at most 2**24 entries per task (exact integers).
 
 References:
     Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023
@@ -49,7 +50,7 @@ Array = jax.Array
 
 _TINY = float(np.finfo(np.float32).tiny)
 _NORMAL_KEY = 0x00800000  # key (bits) of the smallest normal float32
-_ABS_MASK = 0x7FFFFFFF
+_CHUNK = 1 << 24  # float32 sums of 0/1 values are exact up to 2**24
 _SAMPLE = 8192  # strided sample size per (task, group) for the first bracket
 _MAX_PASSES = 96
 _INT_MAX = np.iinfo(np.int32).max
@@ -72,34 +73,69 @@ def _key_top(magnitude: bool) -> int:
     return inf_key + 1
 
 
-def _count_ge(x: Array, t_kj: Array, magnitude: bool) -> Array:
+_HUGE_KEY = 0x7F000000  # key of 2**127: thresholds from here to inf take the compare path
+
+
+def _probe_consts(t_k: Array) -> tuple[Array, Array]:
+    """Per magnitude key ``t < _HUGE_KEY``: float32 (S, c) with
+    ``[|x| >= t] = floor(min(|S |x| - c|, 1))``.
+
+    ``S`` is a power of two that scales ``t`` to ``T = t S`` in [1, 2) and ``c = T - 1`` (both
+    exact), so for ``y = S |x|`` (exact, or inf): ``y >= T`` gives ``y - c >= 1``; ``y < T``
+    means ``y <= T - ulp``, so ``|y - c| <= 1 - ulp`` and rounds below 1. Key 0 counts every
+    entry, keys at or above inf none, keys in (0, _NORMAL_KEY] the normal entries.
+    """
+    t = jnp.where(t_k == 0, 0, jnp.maximum(t_k, _NORMAL_KEY)).astype(jnp.uint32)
+    zero, inf = t == 0, t >= 0x7F800000
+    t = jnp.where(inf | zero, jnp.uint32(0x3F800000), jnp.minimum(t, _HUGE_KEY - 1))
+    s_e = (254 - (t >> 23).astype(jnp.int32)).astype(jnp.uint32)  # 1..253: S is normal
+    scale = jax.lax.bitcast_convert_type(s_e << 23, jnp.float32)
+    c = jax.lax.bitcast_convert_type(t, jnp.float32) * scale - 1.0
+    scale = jnp.where(zero | inf, 0.0, scale)
+    c = jnp.where(zero, -1.0, jnp.where(inf, 0.0, c))
+    return scale, c
+
+
+def _count_ge(x: Array, t_kj: Array, magnitude: bool, compare: bool = False) -> Array:
     """Exact int32 counts ``#{entries of task k with key(x) >= t_kj[k, j]}``: [K, J].
 
-    Keys are compared as integers, never as quotients: for magnitudes the count uses
-    ``(t - 1 - bits(|x|)) >>> 31``, which is 1 exactly when ``bits(|x|) >= t`` (both below
-    2**31), in pure int32 arithmetic that XLA:CPU keeps in its vectorised reduction path.
-    (``floor(min(|x| / t, 1))``, used before, is not exact: XLA:CPU divides through a
-    reciprocal, so ``x / x`` can be 0.99999994 and an entry equal to the threshold was missed.)
-    Thresholds in ``(0, _NORMAL_KEY]`` count the normal entries only, so magnitudes below the
-    smallest normal float32 behave as zeros.
+    For magnitudes (unless ``compare``) the indicator is ``floor(min(|S |x| - c|, 1))`` (see
+    ``_probe_consts``; thresholds below 2**127 only): exact, and made of the few float ops that
+    XLA:CPU keeps in its vectorised reduction path (a compare + convert, integer ops, or one more
+    multiply run 3-5x slower there). The quotient test used before, ``floor(min(|x| / t, 1))``,
+    is not exact: XLA:CPU divides through a reciprocal, so ``x / x`` can be 0.99999994 and an
+    entry equal to the threshold was missed.
     """
-    axes = tuple(range(1, x.ndim))
     out = []
     for j in range(t_kj.shape[1]):
         t_k = t_kj[:, j]
-        if magnitude:
-            bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & _ABS_MASK
-            t_eff = jnp.where(t_k == 0, 0, jnp.maximum(t_k, _NORMAL_KEY)).astype(jnp.int32)
-            ind = jax.lax.shift_right_logical(_bcast(t_eff - 1, x.ndim) - bits, 31)
+        if magnitude and not compare:
+            scale, c = (_bcast(v, x.ndim) for v in _probe_consts(t_k))
+            ind = jnp.floor(jnp.minimum(jnp.abs(jnp.abs(x) * scale - c), 1.0))
         else:
-            ind = (_as_key(x, False) >= _bcast(t_k, x.ndim)).astype(jnp.int32)
-        out.append(jnp.sum(ind, axis=axes, dtype=jnp.int32))
+            ind = (_as_key(x, magnitude) >= _bcast(t_k, x.ndim)).astype(jnp.float32)
+        out.append(_exact_sum(ind))
     return jnp.stack(out, axis=1)
 
 
 def _exact_sum(ind_kn: Array) -> Array:
-    """Exact int32 sum over all but the leading axis of a 0/1 array."""
-    return jnp.sum(ind_kn.astype(jnp.int32), axis=tuple(range(1, ind_kn.ndim)), dtype=jnp.int32)
+    """Exact int32 sum over all but the leading axis of a 0/1 array.
+
+    Summed as float32 (the vectorised path on CPU) in chunks of at most 2**24 entries per task,
+    where float32 sums of ones are exact integers. (Only an unsliced row stays vectorised on
+    XLA:CPU: a task row longer than 2**24, e.g. a whole flattened model, runs ~3x slower.)
+    """
+    ind_kn = ind_kn.astype(jnp.float32)
+    k = ind_kn.shape[0]
+    n = math.prod(ind_kn.shape[1:])
+    axes = tuple(range(1, ind_kn.ndim))
+    if n <= _CHUNK:
+        return jnp.sum(ind_kn, axis=axes).astype(jnp.int32)
+    flat = ind_kn.reshape(k, n)
+    parts = [
+        jnp.sum(flat[:, i : i + _CHUNK], axis=1).astype(jnp.int32) for i in range(0, n, _CHUNK)
+    ]
+    return sum(parts)
 
 
 class _Groups:
@@ -233,10 +269,17 @@ def _thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, A
     top = _key_top(magnitude)
 
     def count_keys(probes_kgj):
-        def per_leaf(i, x):
-            return _count_ge(x, probes_kgj[:, groups.group_of[i]], magnitude)
+        def count(compare, probes):
+            def per_leaf(i, x):
+                return _count_ge(x, probes[:, groups.group_of[i]], magnitude, compare)
 
-        return groups.reduce(per_leaf)
+            return groups.reduce(per_leaf)
+
+        if not magnitude:
+            return count(True, probes_kgj)
+        # thresholds in [2**127, inf) (only for data that large) take the compare path
+        huge = jnp.any((probes_kgj >= _HUGE_KEY) & (probes_kgj < 0x7F800000))
+        return jax.lax.cond(huge, lambda p: count(True, p), lambda p: count(False, p), probes_kgj)
 
     lo, hi, c_lo, c_hi = _search(
         count_keys,

@@ -155,7 +155,7 @@ def test_values_equal_to_threshold_are_counted(masks_fn):
     """Many entries equal to the k-th value: the old quotient test ``floor(|x| / t)`` lost
     some of them (XLA:CPU's x / x can be 0.99999994), so k + a few were kept."""
     rng = np.random.default_rng(0)
-    ts = np.float32([0.1, 1 / 3, 0.0128, 3.7e-5, 1.1e-30, 7.3e20])
+    ts = np.float32([0.1, 1 / 3, 0.0128, 3.7e-5, 1.1e-30, 7.3e20, 3.0e38, 1.5e-38])
     leaves = [
         np.where(rng.random((3, 512)) < 0.5, t, t * np.float32(0.5)).astype(np.float32) for t in ts
     ]
