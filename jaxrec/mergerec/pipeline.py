@@ -131,7 +131,10 @@ class MergeRecConfig:
         "mergerec:domain",
         "mergerec:layer",
     )  # objective:granularity
-    learn_init: Literal["ties", "task_arithmetic"] = "ties"  # task vectors the coefficients scale
+    learn_init: Literal["paired", "ties", "task_arithmetic"] = "paired"  # task vectors the
+    # coefficients scale: "paired" = the reference's scripts (domain-wise on task vectors from
+    # learn.init 0.2, layer/tensor-wise on folded TIES vectors from the TIES scale 1.0); "ties" /
+    # "task_arithmetic" use those vectors (and their init) for every learned run
     seeds: tuple[int, ...] = (0,)  # seeds of the learned merges (paper: 5)
     lambdas: tuple[float, ...] = ()  # lambda sensitivity sweep for mergerec:domain (Fig. 7)
     # device mesh (jaxrec.sharding): fine-tuning data-parallel over `data` (parameters
@@ -167,7 +170,9 @@ class MergeRecConfig:
             except ValueError as e:
                 raise ValueError(f"merge_hparams of {method}: {e}") from None
             used = method in self.merges or (
-                method == "ties" and self.learn_init == "ties" and (self.learned or self.lambdas)
+                method == "ties"
+                and self.learn_init in ("ties", "paired")
+                and (self.learned or self.lambdas)
             )
             if not used and kw != defaults.get(method):
                 raise ValueError(
@@ -318,8 +323,9 @@ class Experiment:
             key["merged"] = self.merged_names
         elif run.granularity is not None:  # learned
             key["learn"] = configlib.to_dict(self._learn_cfg(run, init=None))
-            key["learn_init"] = cfg.learn_init
-            key["ties"] = parse_hparams(cfg.merge_hparams).get("ties", {})
+            key["learn_init"] = self._learn_source(run)
+            if key["learn_init"] == "ties":
+                key["ties"] = parse_hparams(cfg.merge_hparams).get("ties", {})
             key["merged"] = self.merged_names
         return key
 
@@ -367,13 +373,30 @@ class Experiment:
             )
         return cfg
 
+    def _learn_source(self, run: Run) -> str:
+        """The task vectors a learned run's coefficients scale: ``"task_arithmetic"`` or
+        ``"ties"`` (folded). ``learn_init="paired"`` follows the reference's scripts:
+        domain-wise runs on task vectors, layer/tensor-wise runs on TIES vectors."""
+        if self.cfg.learn_init != "paired":
+            return self.cfg.learn_init
+        return "task_arithmetic" if run.granularity == "domain" else "ties"
+
     def _learn_cfg(self, run: Run, init: float | None) -> learn.LearnConfig:
+        """The run's LearnConfig; ``init=None``: the initial coefficient of its task vectors
+        (``learn.init`` on task vectors, the TIES ``scale`` on TIES vectors)."""
+        if init is None:
+            ties_kw = parse_hparams(self.cfg.merge_hparams).get("ties", {})
+            init = (
+                ties_kw.get("scale", 1.0)
+                if self._learn_source(run) == "ties"
+                else self.cfg.learn.init
+            )
         return dataclasses.replace(
             self.cfg.learn,
             objective=run.method,
             granularity=run.granularity,
             kd_weight=run.kd_weight,
-            **({} if init is None else {"init": init}),
+            init=init,
         )
 
     def _stage_dir(self, name: str) -> Path:
@@ -497,17 +520,22 @@ class Experiment:
         learned on pseudo-users (resumable, ``learned/<slug>/``), trajectory and losses in
         ``learned/<slug>.npz``, then evaluated. Runs whose results exist are skipped."""
         cfg = self.cfg
-        tvs = [merging.task_vector(m, base) for m in models]
-        if cfg.learn_init == "ties":
-            ties_kw = parse_hparams(cfg.merge_hparams).get("ties", {})
-            tvs = merging.ties_task_vectors(  # stacked, disjoint mean folded in
-                tvs,
-                density=ties_kw.get("density", 0.2),
-                granularity=ties_kw.get("granularity", "model"),
-            )
-            init = ties_kw.get("scale", 1.0)
-        else:
-            tvs, init = merging.stack(tvs), cfg.learn.init
+        stacks: dict[str, Any] = {}  # task-vector stacks by source, built on first use
+
+        def task_vectors(source):
+            if source not in stacks:
+                tvs = [merging.task_vector(m, base) for m in models]
+                if source == "ties":
+                    ties_kw = parse_hparams(cfg.merge_hparams).get("ties", {})
+                    stacks[source] = merging.ties_task_vectors(  # stacked, disjoint mean folded
+                        tvs,
+                        density=ties_kw.get("density", 0.2),
+                        granularity=ties_kw.get("granularity", "model"),
+                    )
+                else:
+                    stacks[source] = merging.stack(tvs)
+            return stacks[source]
+
         shared: dict[str, Any] = {}  # built on first use: teachers, pseudo-users, compiled steps
 
         def setup():
@@ -529,7 +557,8 @@ class Experiment:
             return shared
 
         for run in self.learned_runs():
-            lcfg = self._learn_cfg(run, init)
+            lcfg = self._learn_cfg(run, init=None)
+            source = self._learn_source(run)
             groups = (
                 None
                 if lcfg.granularity == "domain"
@@ -538,14 +567,15 @@ class Experiment:
                 )
             )
 
-            def train(run=run, lcfg=lcfg, groups=groups):
+            def train(run=run, lcfg=lcfg, groups=groups, source=source):
                 ctx = setup()
+                tvs = task_vectors(source)
                 teacher_knh, item_mask_kn = ctx["tables"]
                 key = (run.method, run.granularity, run.kd_weight)
                 if key not in ctx["steps"]:
                     ctx["steps"][key] = learn.make_step(self.backbone.encode, lcfg, groups)
                 step_fn, optimizer = ctx["steps"][key]
-                coeffs0 = learn.init_coefficients(len(models), groups, init)
+                coeffs0 = learn.init_coefficients(len(models), groups, lcfg.init)
 
                 def merged_items(coeffs):
                     m = merging.combine(base, tvs, coeffs, groups)

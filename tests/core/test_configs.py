@@ -97,8 +97,10 @@ CASES = {
     "mdmt/table1.py:tiny,fulldata,models=mlp": lambda c: c.runs["MLP"].data_kwargs == {},
     "mergerec/main.py": lambda c: (
         c.data.source == "synthetic"
-        and (c.data.num_items, c.backbone.path, c.learn.steps) == (300, "minilm", 100)
+        and (c.data.num_items, c.backbone.path, c.learn.steps) == (300, "minilm", 500)
         and c.joint
+        and (c.learn.dropout, c.learn.sampling, c.learn.lr) == (True, "epoch", 1e-3)
+        and (c.learn_init, c.backbone.item_text) == ("paired", "reference")
     ),
     "mergerec/main.py:tiny": lambda c: (
         (c.data.num_items, c.backbone.max_user_tokens) == (60, 64)
@@ -115,6 +117,8 @@ CASES = {
     "mergerec/main.py:paper,bf16": lambda c: (
         (c.seeds == (0, 1, 2, 3, 4) and c.learn.steps == 500)
         and c.backbone.compute_dtype == "bfloat16"
+        and (c.backbone.max_item_tokens, c.backbone.max_user_tokens) == (0, 0)  # backbone max
+        and (c.finetune.batch_size, c.finetune.grad_accum, c.finetune.max_epochs) == (64, 4, 10)
     ),
     "mergerec/main.py:recformer,backbone=/ckpt/b,recformer_init": lambda c: (
         c.backbone.style == "recformer"
@@ -122,7 +126,13 @@ CASES = {
         and c.backbone.recformer_init
     ),
     "mergerec/main.py:cpu,amazon": lambda c: (
-        not c.joint and c.learned == ("adamerging:layer", "mergerec:layer")
+        c.joint
+        and len(c.learned) == 4
+        and (c.learn.steps, c.learn.lr, c.learn.dropout, c.learn.sampling)
+        == (500, 1e-3, True, "epoch")
+        and (c.learn_init, c.backbone.item_text) == ("paired", "reference")
+        and (c.backbone.max_item_tokens, c.backbone.max_user_tokens) == (128, 128)
+        and (c.finetune.max_epochs, c.data.max_users, c.seeds) == (2, 1000, (0, 1, 2))
     ),
     "mergerec/scarcity.py:fraction=0.01,target=Beauty": lambda c: (
         c.data.scarce == ("Beauty",) and c.data.scarce_fraction == 0.01 and not c.joint

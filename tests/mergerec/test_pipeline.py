@@ -1,7 +1,9 @@
 """The whole MergeRec pipeline on tiny data with a tiny encoder: outputs, caching, bad input."""
 
+import csv
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -25,7 +27,8 @@ def tiny_cfg(path, **kw):
             patience=1,
             dropout=False,
         ),
-        learn=learn.LearnConfig(steps=3, batch_size=8),
+        # deterministic pseudo-users keep this test fast (dropout: test_learn, test_protocol)
+        learn=learn.LearnConfig(steps=3, batch_size=8, dropout=False),
         seeds=(0, 1),
         **kw,
     )
@@ -42,6 +45,11 @@ def test_pipeline_end_to_end_and_reuse(tiny_checkpoint, tmp_path):
         expected |= {(obj, gran, 1000.0, 0), (obj, gran, 1000.0, 1)}
     expected |= {("mergerec", "domain", 10.0, 0), ("mergerec", "domain", 10.0, 1)}
     assert expected == runs, expected ^ runs
+    with (tmp_path / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert {r["group_by"] for r in table} == {"all", "user_length", "item_popularity"}
+    overall = [r for r in table if r["group_by"] == "all"]
+    assert len(overall) == len(rows) and "(" not in " ".join(os.listdir(tmp_path / "results"))
     for r in rows:
         assert 0.0 <= r["ndcg@10"] <= r["recall@10"] <= r["recall@50"] <= 1.0
     md = (tmp_path / "results.md").read_text()
@@ -52,6 +60,11 @@ def test_pipeline_end_to_end_and_reuse(tiny_checkpoint, tmp_path):
     z = np.load(tmp_path / "learned" / "mergerec_layer_kd1000_s0.npz")
     assert z["coefficients"].shape == (4, 3, 2)  # steps+1, groups (2 blocks + others), K
     np.testing.assert_allclose(z["coefficients"][0], 1.0)  # TIES init: folded vectors, w = 1
+    z = np.load(tmp_path / "learned" / "mergerec_domain_kd1000_s0.npz")
+    np.testing.assert_allclose(z["coefficients"][0], 0.2)  # task vectors, w = 0.2 (paired)
+    assert not np.allclose(z["coefficients"][-1], 0.2)
+    stage = (tmp_path / "results" / "mergerec_domain_kd1000_s0.stage.json").read_text()
+    assert "task_arithmetic" in stage
     assert json.loads((tmp_path / "config.json").read_text())["config"]["seeds"] == [0, 1]
     # a rerun reuses every stage and returns the same numbers
     again = pipeline.run(cfg, tmp_path)

@@ -7,6 +7,9 @@ only a handful of shapes:
   ``max_value_tokens`` (32) tokens (an empty value still gives ``"brand: "``); user string = the
   item strings of the history, most recent first, joined by ``"; "`` and truncated at ``max_len``
   tokens, so the oldest items drop.
+* **reference rule** (:func:`reference_item_text`, the MergeRec reference code): every key of
+  the item's metadata in its order, each value round-tripped through the tokenizer and cut to
+  ``max_value_tokens`` tokens (no fixed field list, no stripping).
 * **RecFormer** (Longformer): ``<s>`` then, per item (most recent first) and per attribute, the key
   tokens then the value tokens (value cut to 32); token types 0 = ``<s>``, 1 = key, 2 = value,
   3 = pad; item positions 0 for ``<s>`` and ``k`` for the ``k``-th item; at most ``max_items``
@@ -69,6 +72,23 @@ def item_text(
     for key in attributes:
         value = str(item.get(key) or "").strip()
         parts.append(f"{key}: {cut_tokens(value, tokenizer, max_value_tokens)}")
+    return " ".join(parts)
+
+
+def reference_item_text(item: Item, tokenizer, *, max_value_tokens: int = 32) -> str:
+    """The reference code's item string: every key of ``item`` in its order, ``"key: value"``
+    joined by spaces, each value round-tripped through the tokenizer and cut to its first
+    ``max_value_tokens`` tokens (``convert_tokens_to_string(tokenize(value)[:n])``, applied to
+    every value, so an uncased tokenizer lower-cases it; an empty value gives ``"key: "``).
+
+    References: MergeRec (KDD 2026) reference code, the recommender data module.
+    """
+    parts = []
+    for key, value in item.items():
+        if not isinstance(value, str):
+            raise TypeError(f"item attribute {key!r} is not text: {value!r}")
+        cut = tokenizer.convert_tokens_to_string(tokenizer.tokenize(value)[:max_value_tokens])
+        parts.append(f"{key}: {cut}")
     return " ".join(parts)
 
 
