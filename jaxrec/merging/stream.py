@@ -697,16 +697,7 @@ def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, reci
     streamed = _is_per_tensor(recipe)
     try:
         if streamed:
-            fns = {}
-            for i, n in enumerate(names):
-                if n in set(others):
-                    writer.write(n, ref.get(n))
-                    continue
-                dt = out_dtype[n]
-                if dt not in fns:
-                    fns[dt] = _tensor_fn(recipe, dt)
-                merged = fns[dt](i, n, ref.get(n), [r.get(n) for r in merged_readers])
-                writer.write(n, np.asarray(merged))
+            _stream_per_tensor(recipe, ref, merged_readers, names, set(floats), out_dtype, writer)
         elif recipe.engine == "jaxrec" and recipe.method == "ties":  # global top-k, 2 passes
             fset = set(floats)
             results = _global_ties_streamed(recipe, ref, merged_readers, sorted(floats), out_dtype)
@@ -750,6 +741,37 @@ def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, reci
         streamed=streamed,
         copied=copied,
     )
+
+
+def _stream_per_tensor(recipe, ref, merged_readers, names, floats, out_dtype, writer) -> None:
+    """Merge tensor by tensor; the next tensor's inputs are read and the previous result is
+    written in background threads while the current one is merged (file IO releases the GIL),
+    so at most three tensors' worth of inputs and outputs are held at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fns: dict[np.dtype, Callable] = {}
+
+    def load(n):
+        return ref.get(n), ([r.get(n) for r in merged_readers] if n in floats else None)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        nxt = pool.submit(load, names[0]) if names else None
+        pending = None
+        for i, n in enumerate(names):
+            base, fts = nxt.result()
+            nxt = pool.submit(load, names[i + 1]) if i + 1 < len(names) else None
+            if fts is None:
+                value = base
+            else:
+                dt = out_dtype[n]
+                if dt not in fns:
+                    fns[dt] = _tensor_fn(recipe, dt)
+                value = np.asarray(fns[dt](i, n, base, fts))
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(writer.write, n, value)
+        if pending is not None:
+            pending.result()
 
 
 def _method_defaults(method: str) -> dict[str, Any]:
