@@ -1,7 +1,7 @@
 """End-to-end ``jaxrec merge --config merge.yml`` against ``mergekit-yaml`` on the same YAML.
 
 Builds a randomly initialised BERT (``transformers.BertConfig()``: BERT-base, ~110M parameters;
-``--small``: hidden 128, 2 layers, ~4.4M) saved with ``save_pretrained``, plus K perturbed copies
+``--small``: hidden 64, 1 layer, ~2M) saved with ``save_pretrained``, plus K perturbed copies
 (base + N(0, 0.01) on every float tensor), writes one mergekit YAML per method and runs both
 tools on it as subprocesses, timing wall clock from process start to exit (imports, reading,
 merging, writing) and each one's peak RSS. Prints one JSON line per (method, tool pair) with
@@ -60,7 +60,7 @@ def make_models(root: Path, k: int, small: bool, seed: int = 0) -> tuple[Path, l
 
     if small:
         cfg = transformers.BertConfig(
-            hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512
+            hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=256
         )
     else:
         cfg = transformers.BertConfig()  # BERT-base
@@ -132,18 +132,20 @@ def compare(a: Path, b: Path) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="~4.4M-parameter BERT (< 60 s)")
+    ap.add_argument(
+        "--small", action="store_true", help="~2M-parameter BERT, one run each (< 60 s)"
+    )
     ap.add_argument("--k", type=int, default=4, help="number of fine-tuned models (4)")
     ap.add_argument(
         "--methods", default="task_arithmetic,ties", help=f"comma list of {sorted(RECIPES)}"
     )
-    ap.add_argument("--repeats", type=int, default=None, help="runs per tool (1; --small: 2)")
+    ap.add_argument("--repeats", type=int, default=None, help="runs per tool (1)")
     ap.add_argument("--mergekit", default=None, help="path to mergekit-yaml (peer; else null)")
     ap.add_argument(
         "--workdir", type=Path, default=None, help="keep models/outputs here (reused if there)"
     )
     args = ap.parse_args(argv)
-    repeats = args.repeats or (2 if args.small else 1)
+    repeats = args.repeats or 1
     tmp = None
     if args.workdir is None:
         tmp = tempfile.mkdtemp(prefix="bench_merge_cli_")
