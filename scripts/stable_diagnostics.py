@@ -15,7 +15,8 @@ share of the all-pairs loss under uniform weights, and the wall time of one weig
 Usage::
 
     python scripts/stable_diagnostics.py --small
-    python scripts/stable_diagnostics.py --widths 5 64 128 320 --configs default lineage candidate
+    python scripts/stable_diagnostics.py --widths 5 64 128 320 --configs default all_pairs lineage
+    python scripts/stable_diagnostics.py --widths 320 --set "mine:noise_floor=8,reg=0.1"
 
 References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation,
 AAAI 2026), Eqs. 11-13; StableNet (Deep Stable Learning for OOD Generalization, CVPR 2021).
@@ -65,17 +66,19 @@ DESIGNS = {"independent": independent, "lowrank": lowrank}
 
 
 def named_configs(inner_steps: int) -> dict[str, stable.StableConfig]:
-    """The configurations compared (the current default, StableNet's lineage recipe, variants)."""
-    base = stable.StableConfig(inner_steps=inner_steps)
+    """The configurations compared: the default, the previous default (``all_pairs``),
+    StableNet's lineage recipe, and the ablations that led to the default (on ``all_pairs``)."""
+    old = stable.StableConfig.all_pairs(inner_steps=inner_steps)
     return {
-        "default": base,
+        "default": stable.StableConfig(inner_steps=inner_steps),
+        "all_pairs": old,
         "lineage": stable.StableConfig.lineage(inner_steps=inner_steps),
-        "corr": dataclasses.replace(base, normalize=True),
-        "floor2": dataclasses.replace(base, noise_floor=2.0),
-        "floor4": dataclasses.replace(base, noise_floor=4.0),
-        "corr_floor2": dataclasses.replace(base, normalize=True, noise_floor=2.0),
-        "corr_floor4": dataclasses.replace(base, normalize=True, noise_floor=4.0),
-        "corr_floor8": dataclasses.replace(base, normalize=True, noise_floor=8.0),
+        "corr": dataclasses.replace(old, normalize=True),
+        "floor4": dataclasses.replace(old, noise_floor=4.0),
+        "corr_floor4": dataclasses.replace(old, normalize=True, noise_floor=4.0),
+        "corr_floor8": dataclasses.replace(old, normalize=True, noise_floor=8.0),
+        "corr_floor12": dataclasses.replace(old, normalize=True, noise_floor=12.0),
+        "active1024": stable.StableConfig(inner_steps=inner_steps, max_pairs=1024),
     }
 
 
@@ -137,7 +140,8 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     if args.small:
-        args.n, args.widths, args.configs = 512, [5, 64], args.configs or ["default", "lineage"]
+        args.n, args.widths = 512, [5, 64]
+        args.configs = args.configs or ["default", "all_pairs"]
     configs = named_configs(args.inner_steps)
     for spec in args.set:
         name, _, fields = spec.partition(":")

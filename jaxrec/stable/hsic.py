@@ -189,26 +189,31 @@ def hsic_pairs_knd(
     Bickel & Levina, Covariance regularization by thresholding (Ann. Stat. 2008).
     """
     k, _, d = z_knd.shape
-    mu_kd = jnp.einsum("n,knd->kd", p_n, z_knd)
-    zc_knd = z_knd - mu_kd[:, None, :]
-    var_kd = jnp.einsum("n,knd->kd", p_n, zc_knd * zc_knd)
-    if normalize:  # a random feature with a tiny frequency is ~constant: eps damps its noise
-        zc_knd = zc_knd * jax.lax.rsqrt(var_kd + _EPS)[:, None, :]
-        var_kd = jnp.ones_like(var_kd)
     sizes_g = jnp.ones((d,), jnp.float32) if group_dg is None else group_dg.sum(0)
     scalar = group_dg is None
     if probes_djs is None:
-        c_kde = jnp.einsum("knd,kne->kde", zc_knd * p_n[None, :, None], zc_knd)
+        # Uncentred moments: z does not depend on the weights, so the VJP is one product with z
+        # per index (as in hsic_stablenet_knd), not two.
+        mu_kd = jnp.einsum("n,knd->kd", p_n, z_knd)
+        c_kde = jnp.einsum("knd,kne->kde", z_knd * p_n[None, :, None], z_knd)
+        c_kde = c_kde - mu_kd[:, :, None] * mu_kd[:, None, :]
+        var_kd = jnp.einsum("n,knd->kd", p_n, z_knd * z_knd) - mu_kd**2
+        if normalize:  # a random feature with a tiny frequency is ~constant: eps damps its noise
+            inv_sd_kd = jax.lax.rsqrt(jnp.maximum(var_kd, 0.0) + _EPS)
+            c_kde = c_kde * inv_sd_kd[:, :, None] * inv_sd_kd[:, None, :]
+            var_kd = jnp.ones_like(var_kd)
         s_de = jnp.sum(c_kde**2, axis=0)
         s_gh = s_de if scalar else group_dg.T @ s_de @ group_dg
     elif scalar:
         if noise_floor > 0:
             raise ValueError("the randomized estimate needs groups (or noise_floor=0) per pair")
+        zc_knd, var_kd = _centred(z_knd, p_n, normalize)
         q_ds = probes_djs[:, 0, :]
         cq_kds = jnp.einsum("knd,kns->kds", zc_knd, p_n[None, :, None] * (zc_knd @ q_ds))
         off_kds = cq_kds - var_kd[:, :, None] * q_ds[None]
         return jnp.sum(off_kds**2) / q_ds.shape[1]
     else:
+        zc_knd, var_kd = _centred(z_knd, p_n, normalize)
         q_dgs = probes_djs * group_dg[:, :, None]  # probe (h, s) lives on group h's columns
         num_s = q_dgs.shape[2]
         q_df = q_dgs.reshape(d, -1)
