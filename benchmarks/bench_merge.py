@@ -1,15 +1,23 @@
-"""Benchmark the merge methods on a synthetic BERT-base-shaped pytree.
+"""Benchmark the merge methods on a synthetic BERT-shaped pytree (in memory).
 
-Prints one JSON line per case: the machine's copy bandwidth (numpy ``a = b + c`` over the same
-number of bytes, the physical limit), every merge method (compile time, p50/p90 steady-state
-time, effective GB/s = bytes of K+1 inputs read and one output written / p50), and a
-straightforward PyTorch peer (dict comprehension task arithmetic; ``kthvalue`` global TIES)
-when torch is importable.
+Prints one JSON line per case (schema: name, device, versions, compile_s, p50_s, p90_s,
+throughput {value, unit}, peer {impl, p50_s} or null, ratio = peer time / ours or null):
+
+* ``copy_bandwidth/numpy_add``: numpy ``a = b + c`` over the bytes a merge moves (the limit);
+* ``merge/<method>``: a whole-pytree merge (``merging.methods.merge_fn``); throughput is GB/s
+  of K fine-tuned + base read and the merged model written; extra keys ``fraction_of_copy_bw``
+  and, for TIES, ``over_task_arithmetic``; the peer is plain PyTorch when importable
+  (dict-comprehension task arithmetic, ``kthvalue`` global TIES);
+* ``merge_per_tensor/<method>``: the same merge run tensor by tensor (one call per leaf, as a
+  streaming checkpoint merge does; compiled once per distinct shape);
+* ``combine/<domain|layer>/K=<k>`` (``--combine-ks``): compile time of
+  ``jit(value_and_grad(combine))`` on a MiniLM-shaped pytree (abstract shapes; nothing is run).
 
 Usage::
 
-    python benchmarks/bench_merge.py --small                # ~5M params, K=4 (CI)
-    python benchmarks/bench_merge.py --params 30e6 --k 4    # medium
+    python benchmarks/bench_merge.py --small                # ~2M params, K=4, no peer (< 60 s)
+    python benchmarks/bench_merge.py --params 30e6 --k 4    # the library's speed goals
+    python benchmarks/bench_merge.py --combine-ks 4,16,64 --methods none
     python benchmarks/bench_merge.py                        # ~110M params (BERT-base), K=8
 """
 
@@ -25,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import merging
+from jaxrec.merging.methods import merge_fn
+from jaxrec.merging.tree import leaf_paths
 
 METHOD_HPARAMS = {
     "task_arithmetic": {},
@@ -94,8 +104,8 @@ def timeit(fn, repeats: int) -> tuple[float, list[float]]:
     return first, times
 
 
-def copy_bandwidth(n: int, repeats: int) -> float:
-    """GB/s of numpy ``a = b + c`` over n float32 (bytes = 3 * 4 * n)."""
+def copy_bandwidth(n: int, repeats: int) -> list[float]:
+    """Times of numpy ``a = b + c`` over n float32 (bytes = 3 * 4 * n)."""
     b, c = np.ones(n, np.float32), np.ones(n, np.float32)
     a = np.empty_like(b)
     times = []
@@ -103,7 +113,7 @@ def copy_bandwidth(n: int, repeats: int) -> float:
         t0 = time.perf_counter()
         np.add(b, c, out=a)
         times.append(time.perf_counter() - t0)
-    return 12 * n / np.median(times) / 1e9
+    return times
 
 
 def torch_peers(base_np, fts_np, repeats: int) -> dict:
@@ -112,7 +122,7 @@ def torch_peers(base_np, fts_np, repeats: int) -> dict:
     except ImportError:
         return {}
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    flat = lambda t: dict(zip(merging.leaf_paths(t), jax.tree.leaves(t)))
+    flat = lambda t: dict(zip(leaf_paths(t), jax.tree.leaves(t)))
     base = {k: torch.from_numpy(v) for k, v in flat(base_np).items()}
     fts = [{k: torch.from_numpy(v) for k, v in flat(f).items()} for f in fts_np]
 
@@ -145,76 +155,183 @@ def torch_peers(base_np, fts_np, repeats: int) -> dict:
     return res
 
 
+def versions() -> dict:
+    return {"jax": jax.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def line(name, *, compile_s, times, throughput, unit, peer=None, **extra) -> dict:
+    p50, p90 = float(np.median(times)), float(np.percentile(times, 90))
+    out = {
+        "name": name,
+        "device": jax.devices()[0].device_kind,
+        "versions": versions(),
+        "compile_s": None if compile_s is None else round(max(compile_s, 0.0), 3),
+        "p50_s": round(p50, 4),
+        "p90_s": round(p90, 4),
+        "throughput": {"value": round(throughput(p50), 3), "unit": unit},
+        "peer": None if peer is None else {"impl": peer[0], "p50_s": round(peer[1], 4)},
+        "ratio": None if peer is None else round(peer[1] / p50, 3),
+    }
+    return out | extra
+
+
+def per_tensor_runner(method: str, hp: dict, base, fts):
+    """One ``merge_fn`` call per leaf ({"t": leaf}); compiled once per distinct shape."""
+    fn = merge_fn(method, **hp)
+    bl = jax.tree.leaves(base)
+    fl = [jax.tree.leaves(f) for f in fts]
+
+    def run():
+        return [fn({"t": b}, [{"t": f[i]} for f in fl])["t"] for i, b in enumerate(bl)]
+
+    return run
+
+
+def combine_compile(ks, is_leaf=lambda x: isinstance(x, tuple)):
+    """compile_s of jit(value_and_grad(combine)) at each K, MiniLM shapes (hidden 384, 6 layers)."""
+    shapes = bert_shapes(384, layers=6)
+    base = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), shapes, is_leaf=is_leaf)
+    groups = merging.layer_groups(base)
+    names = merging.group_names(groups)
+    n_leaves = len(jax.tree.leaves(base))
+    for k in ks:
+        tvs = jax.tree.map(
+            lambda s, k=k: jax.ShapeDtypeStruct((k, *s), jnp.float32), shapes, is_leaf=is_leaf
+        )
+        for mode in ("domain", "layer"):
+            c = jax.ShapeDtypeStruct((k,), jnp.float32)
+            coef = c if mode == "domain" else {g: c for g in names}
+
+            def loss(c, b, t, mode=mode):
+                m = merging.combine(b, t, c, groups if mode == "layer" else None)
+                return sum(jnp.vdot(x, x) for x in jax.tree.leaves(m))
+
+            t0 = time.perf_counter()
+            lowered = jax.jit(jax.value_and_grad(loss)).lower(coef, base, tvs)
+            t1 = time.perf_counter()
+            lowered.compile()
+            t2 = time.perf_counter()
+            cs = t2 - t1
+            print(
+                json.dumps(
+                    line(
+                        f"combine/{mode}/K={k}",
+                        compile_s=cs,
+                        times=[t1 - t0],
+                        throughput=lambda p50, cs=cs: 1.0 / cs,
+                        unit="compiles/s",
+                        k=k,
+                        leaves=n_leaves,
+                        trace_lower_s=round(t1 - t0, 3),
+                        note="p50_s is the trace+lower time; nothing is executed",
+                    )
+                ),
+                flush=True,
+            )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--small", action="store_true", help="~5M params, K=4 (CI size)")
+    ap.add_argument("--small", action="store_true", help="~2M params, K=4, few cases (< 60 s)")
     ap.add_argument("--params", type=float, default=None, help="target parameter count")
     ap.add_argument("--k", type=int, default=None, help="number of fine-tuned models")
-    ap.add_argument("--repeats", type=int, default=5)
-    default = ",".join(m for m in METHOD_HPARAMS if m != "ties_tensor")  # per-leaf: slow compile
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (5; 3 small)")
     ap.add_argument(
-        "--methods", default=default, help=f"comma-separated, of {list(METHOD_HPARAMS)}"
+        "--methods",
+        default=None,
+        help=f"comma-separated of {list(METHOD_HPARAMS)}, or 'none' (default: all but "
+        "ties_tensor's whole-tree form, which compiles for minutes; --small: task_arithmetic,ties,"
+        "no dare: its mask draw compiles for ~25 s)",
     )
-    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument(
+        "--per-tensor",
+        default="ties,task_arithmetic",
+        help="methods also run tensor by tensor (merge_per_tensor/...), or 'none'",
+    )
+    ap.add_argument(
+        "--combine-ks", default="", help="K values for the combine compile-time cases, e.g. 4,16,64"
+    )
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer (--small does)")
     args = ap.parse_args(argv)
-    params = args.params or (5e6 if args.small else 110e6)
+    params = args.params or (2e6 if args.small else 110e6)
     k = args.k or (4 if args.small else 8)
+    repeats = args.repeats or (3 if args.small else 5)
+    if args.methods is None:
+        small = "task_arithmetic,ties"
+        methods = small if args.small else ",".join(m for m in METHOD_HPARAMS if m != "ties_tensor")
+    else:
+        methods = "" if args.methods == "none" else args.methods
     shapes = shapes_for(params)
     n = count(shapes)
-    base_np, fts_np = make_models(shapes, k)
-    base = jax.tree.map(jnp.asarray, base_np)
-    fts = [jax.tree.map(jnp.asarray, f) for f in fts_np]
+    if methods or args.per_tensor != "none":
+        base_np, fts_np = make_models(shapes, k)
+        base = jax.tree.map(jnp.asarray, base_np)
+        fts = [jax.tree.map(jnp.asarray, f) for f in fts_np]
     io_bytes = (k + 2) * 4 * n  # read K fine-tuned + base, write merged
-    common = {
-        "device": jax.devices()[0].device_kind,
-        "backend": jax.default_backend(),
-        "versions": {
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-        "params": n,
-        "k": k,
-        "bytes": io_bytes,
-    }
-    copy = copy_bandwidth((k + 2) * n // 3, args.repeats)
+    common = {"params": n, "k": k, "bytes": io_bytes}
+    gbps = lambda p50: io_bytes / p50 / 1e9
+    copy_times = copy_bandwidth((k + 2) * n // 3, repeats)
+    copy = io_bytes / float(np.median(copy_times)) / 1e9
     print(
-        json.dumps({"name": "copy_bandwidth/numpy_add", **common, "gbps": round(copy, 2)}),
+        json.dumps(
+            line(
+                "copy_bandwidth/numpy_add",
+                compile_s=None,
+                times=copy_times,
+                throughput=gbps,
+                unit="GB/s",
+                **common,
+            )
+        ),
         flush=True,
     )
-    peers = {} if args.no_torch else torch_peers(base_np, fts_np, max(1, args.repeats // 2))
+    peers = {}
+    if methods and not (args.no_torch or args.small):
+        peers = torch_peers(base_np, fts_np, max(1, repeats // 2))
     results = {}
-    for name in args.methods.split(","):
+    for name in [m for m in methods.split(",") if m]:
         hp = dict(METHOD_HPARAMS[name])
         method = "ties" if name.startswith("ties") else name
-        if method.startswith("dare"):
-            hp["key"] = jax.random.key(0)
-        fn = merging.merge_fn(method, **hp)
-        first, times = timeit(lambda fn=fn: fn(base, fts), args.repeats)
-        p50, p90 = float(np.median(times)), float(np.percentile(times, 90))
+        fn = merge_fn(method, **hp)
+        first, times = timeit(lambda fn=fn: fn(base, fts), repeats)
+        p50 = float(np.median(times))
         results[name] = p50
-        line = {
-            "name": f"merge/{name}",
+        peer = peers.get(name)
+        extra = {"hparams": hp, "fraction_of_copy_bw": round(gbps(p50) / copy, 3)}
+        if name.startswith("ties") and "task_arithmetic" in results:
+            extra["over_task_arithmetic"] = round(p50 / results["task_arithmetic"], 2)
+        out = line(
+            f"merge/{name}",
+            compile_s=first - p50,
+            times=times,
+            throughput=gbps,
+            unit="GB/s",
+            peer=None if peer is None else (f"torch {peers['torch_version']}", peer),
             **common,
-            "hparams": {k_: v for k_, v in hp.items() if k_ != "key"},
-            "compile_s": round(first - p50, 3),
-            "p50_s": round(p50, 4),
-            "p90_s": round(p90, 4),
-            "gbps": round(io_bytes / p50 / 1e9, 2),
-            "fraction_of_copy_bw": round(io_bytes / p50 / 1e9 / copy, 3),
-        }
-        peer = peers.get("ties" if method == "ties" and name == "ties" else name)
-        if peer is not None:
-            line["peer"] = {
-                "impl": f"torch {peers['torch_version']}",
-                "p50_s": round(peer, 4),
-                "speedup": round(peer / p50, 2),
-            }
-        if name == "ties" and "task_arithmetic" in results:
-            line["ties_over_task_arithmetic"] = round(p50 / results["task_arithmetic"], 2)
-        print(json.dumps(line), flush=True)
+            **extra,
+        )
+        print(json.dumps(out), flush=True)
+    for name in [m for m in args.per_tensor.split(",") if m and m != "none"]:
+        hp = dict(METHOD_HPARAMS[name]) | ({"granularity": "tensor"} if name == "ties" else {})
+        run = per_tensor_runner(name, hp, base, fts)
+        first, times = timeit(run, repeats)
+        p50 = float(np.median(times))
+        out = line(
+            f"merge_per_tensor/{name}",
+            compile_s=first - p50,
+            times=times,
+            throughput=gbps,
+            unit="GB/s",
+            **common,
+            hparams=hp,
+            tensors=len(jax.tree.leaves(base)),
+            distinct_shapes=len({x.shape for x in jax.tree.leaves(base)}),
+        )
+        print(json.dumps(out), flush=True)
+    if args.combine_ks:
+        combine_compile([int(v) for v in args.combine_ks.split(",")])
 
 
 if __name__ == "__main__":
