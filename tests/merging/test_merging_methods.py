@@ -108,6 +108,18 @@ def test_folded_ties_vectors_sum_to_ties(models):
     _close(fold(tree.as_stacked(tvs, base)), jax.tree.map(np.asarray, folded))
 
 
+def test_folded_ties_vectors_in_bfloat16(models):
+    base, fts = models
+    tvs = merging.stack([merging.task_vector(f, base) for f in fts])
+    f32 = merging.ties_task_vectors(tvs, density=0.3)
+    bf16 = merging.ties_task_vectors(tvs, density=0.3, dtype=jnp.bfloat16)
+    for a, b in zip(jax.tree.leaves(f32), jax.tree.leaves(bf16)):
+        assert b.dtype == jnp.bfloat16 and a.dtype == jnp.float32
+        np.testing.assert_array_equal(
+            np.asarray(b, np.float32), np.asarray(a.astype(jnp.bfloat16), np.float32)
+        )
+
+
 @pytest.mark.parametrize("method", ["dare", "dare_ties"])
 def test_dare(models, method, monkeypatch):
     base, fts = models
