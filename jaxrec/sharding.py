@@ -43,6 +43,7 @@ __all__ = [
     "host_batch",
     "local_batch_slice",
     "maybe_initialize_distributed",
+    "is_primary",
 ]
 
 log = logging.getLogger(__name__)
@@ -248,20 +249,39 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 def maybe_initialize_distributed() -> bool:
-    """Calls ``jax.distributed.initialize()`` when launched on several hosts (scripts only).
+    """Calls ``jax.distributed.initialize()`` when launched as one of several processes (scripts
+    only; before any other jax call).
 
-    Multi-host launches are recognised by the usual coordinator variables (JAX_COORDINATOR_ADDRESS,
-    or a cluster environment jax detects such as SLURM or TPU pods with JAXREC_MULTIHOST=1).
+    Recognised launches: ``JAX_COORDINATOR_ADDRESS`` set (with ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``, as ``scripts/launch_multiprocess.py`` sets them), or
+    ``JAXREC_MULTIHOST=1`` on a cluster jax detects by itself (Cloud TPU VM slices, SLURM,
+    Open MPI). With ``JAX_PLATFORMS=cpu`` the CPU collectives go through gloo.
     """
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAXREC_MULTIHOST") == "1":
-        jax.distributed.initialize()
-        log.info(
-            "jax.distributed initialised: process %d of %d",
-            jax.process_index(),
-            jax.process_count(),
-        )
-        return True
-    return False
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address and os.environ.get("JAXREC_MULTIHOST") != "1":
+        return False
+    if os.environ.get("JAX_PLATFORMS", "").strip() == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if address:
+        kwargs["coordinator_address"] = address
+        for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+            if os.environ.get(env):
+                kwargs[key] = int(os.environ[env])
+    jax.distributed.initialize(**kwargs)
+    log.info(
+        "jax.distributed initialised: process %d of %d, %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return True
+
+
+def is_primary() -> bool:
+    """True on the process that writes files (process 0; always with one process)."""
+    return jax.process_index() == 0
 
 
 def local_batch_slice(global_batch: int) -> slice:

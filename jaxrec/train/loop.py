@@ -320,8 +320,10 @@ def fit(
         meta.update({k: v for k, v in saved.items() if k in meta})
         step = int(saved["step"])
         log.info("%s: resumed from %s at step %d", desc, workdir / "ckpt", step)
-    _trim_jsonl(jsonl_path, step)
-    jsonl = jsonl_path.open("a")
+    primary = jax.process_index() == 0  # several processes: only process 0 writes files
+    if primary:
+        _trim_jsonl(jsonl_path, step)
+    jsonl = jsonl_path.open("a") if primary else open(os.devnull, "w")
     best_path = workdir / best_file
 
     def write(row: dict[str, Any]) -> None:
@@ -341,7 +343,7 @@ def fit(
         improved = math.isfinite(value) and (meta["best"] is None or value > meta["best"])
         if improved:
             meta.update(best=value, best_step=step, bad_evals=0)
-            if best is not None:
+            if best is not None and primary:
                 checkpoint.save_params(best_path, jax.device_get(best(state)))
         elif step > 0:
             meta["bad_evals"] += 1
@@ -420,7 +422,7 @@ def fit(
         bar.close()
         jsonl.close()
         ckpt.close()
-    if curves:
+    if curves and primary:
         write_curves(jsonl_path, workdir, title=desc)
     return FitResult(
         state=state,

@@ -165,7 +165,8 @@ class Trainer:
         self.train_step = jax.jit(
             self._train_step, donate_argnums=0, out_shardings=(self._replicated, self._replicated)
         )
-        self.predict = jax.jit(self._predict)
+        # replicated output: every process can fetch the predictions of a global batch
+        self.predict = jax.jit(self._predict, out_shardings=self._replicated)
         self.step_traces = 0
         self._init_jit = jax.jit(self._init, out_shardings=self._replicated)
 
@@ -317,7 +318,7 @@ class Trainer:
         probs, sizes = [], []
         for batch in mdmt_data.batches(split, self.cfg.eval_batch_size, shuffle=False):
             sizes.append(int(batch["mask"].sum()))
-            probs.append(self.predict(params, batch_stats, sharding.shard_batch(batch, self.mesh)))
+            probs.append(self.predict(params, batch_stats, sharding.host_batch(batch, self.mesh)))
         if not probs:
             return np.zeros((0, self.num_tasks), np.float32)
         probs = jax.device_get(probs)  # one host transfer for the whole split
@@ -407,6 +408,8 @@ def run(
         trainer = Trainer(cfg, ds.schema)
     else:
         _check_compatible(trainer, cfg, ds.schema)
+    if not sharding.is_primary():  # several processes: the primary one owns the workdir files
+        return _run(cfg, workdir, ds, trainer)
     with workdir_lib.lock(workdir):
         workdir_lib.claim_config(cfg, workdir, ignore=RESUMABLE_FIELDS)
         return _run(cfg, workdir, ds, trainer)
@@ -438,7 +441,7 @@ def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str
     def batches(epoch, start):
         it = mdmt_data.batches(ds["train"], cfg.batch_size, seed=cfg.seed, epoch=epoch)
         for batch in itertools.islice(it, start, None):
-            yield sharding.shard_batch(batch, trainer.mesh)
+            yield sharding.host_batch(batch, trainer.mesh)  # each process places its own rows
 
     def validate(state):
         probs = trainer.predict_split(state["params"], state["batch_stats"], ds["val"])
@@ -491,5 +494,6 @@ def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str
             probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])
             result["splits"][name] = evaluate_predictions(ds.schema, ds[name], probs)
     result = _nan_to_none(result)
-    checkpoint.atomic_write(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    if sharding.is_primary():
+        checkpoint.atomic_write(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
