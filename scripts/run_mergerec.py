@@ -4,9 +4,11 @@
     python scripts/run_mergerec.py --config configs/mergerec/main.py:amazon,dir=DATA \
         --workdir runs/amazon [--set learn.steps=500 ...]
 
-On several hosts (TPU pods, multi-node GPU) launch the same command on every host with the usual
+All local devices form the mesh (``--set mesh_data=... --set mesh_model=...``). With the usual
 coordinator environment (JAX_COORDINATOR_ADDRESS, or JAXREC_MULTIHOST=1 where jax detects the
-cluster): ``jax.distributed.initialize()`` is called before anything touches a device. Rerunning
+cluster) ``jax.distributed.initialize()`` is called before anything touches a device, but the
+pipeline is not yet tested across processes (its result files are written by every process):
+run it as one process per experiment (README, "Multi-host"). Rerunning
 with the same workdir resumes: finished stages are reused, interrupted training continues from its
 last checkpoint.
 """
