@@ -28,6 +28,7 @@ __all__ = [
     "group_onehot",
     "screen_pairs",
     "hsic_active_pairs_knd",
+    "hsic_pair_columns",
     "weighted_hsic",
     "HSICForm",
 ]
@@ -278,19 +279,33 @@ def hsic_active_pairs_knd(
 
     References: SAF (AAAI 2026), Eqs. 11-13; StableNet (CVPR 2021).
     """
-    k = z_knd.shape[0]
-    # Gather before any weighting: z does not depend on the weights, so the gradient needs no
-    # scatter; moments of the gathered columns cost O(K N P).
     z_kdn = jnp.swapaxes(z_knd, 1, 2)
-    za_kpn, zb_kpn = z_kdn[:, a_p], z_kdn[:, b_p]
-    mu_a, mu_b = za_kpn @ p_n, zb_kpn @ p_n
-    c_kp = (za_kpn * zb_kpn) @ p_n - mu_a * mu_b
-    var_a = (za_kpn * za_kpn) @ p_n - mu_a**2
-    var_b = (zb_kpn * zb_kpn) @ p_n - mu_b**2
+    za_knp = jnp.swapaxes(z_kdn[:, a_p], 1, 2)
+    zb_knp = jnp.swapaxes(z_kdn[:, b_p], 1, 2)
+    return hsic_pair_columns(za_knp, zb_knp, p_n, normalize=normalize, noise_floor=noise_floor)
+
+
+def hsic_pair_columns(
+    za_knp: jax.Array,
+    zb_knp: jax.Array,
+    p_n: jax.Array,
+    *,
+    normalize: bool = True,
+    noise_floor: float = 0.0,
+) -> jax.Array:
+    """The pair loss of :func:`hsic_active_pairs_knd` from the two sides' RFF columns
+    [K, N, P] (pair j is ``(za[..., j], zb[..., j])``), each pair counted in both orders.
+
+    The moments are uncentred: z does not depend on the weights, so the gradient is O(K N P).
+    """
+    k = za_knp.shape[0]
+    mu_a, mu_b = jnp.einsum("knp,n->kp", za_knp, p_n), jnp.einsum("knp,n->kp", zb_knp, p_n)
+    c_kp = jnp.einsum("knp,n->kp", za_knp * zb_knp, p_n) - mu_a * mu_b
+    var_a = jnp.einsum("knp,n->kp", za_knp * za_knp, p_n) - mu_a**2
+    var_b = jnp.einsum("knp,n->kp", zb_knp * zb_knp, p_n) - mu_b**2
     if normalize:
-        c_kp = c_kp * jax.lax.rsqrt(
-            (jnp.maximum(var_a, 0.0) + _EPS) * (jnp.maximum(var_b, 0.0) + _EPS)
-        )
+        var_ab = (jnp.maximum(var_a, 0.0) + _EPS) * (jnp.maximum(var_b, 0.0) + _EPS)
+        c_kp = c_kp * jax.lax.rsqrt(var_ab)
     s_p = jnp.sum(c_kp**2, axis=0)
     if noise_floor > 0:
         inv_ess = jax.lax.stop_gradient(jnp.sum(p_n**2))

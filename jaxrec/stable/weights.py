@@ -85,6 +85,7 @@ from jaxrec.stable.hsic import (
     HSICForm,
     group_onehot,
     hsic_active_pairs_knd,
+    hsic_pair_columns,
     hsic_pairs_knd,
     screen_pairs,
     weighted_hsic_knd,
@@ -285,6 +286,8 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
         p0 = _masked_softmax(jnp.concatenate([logits0, mem_logits_m]), valid_all)
         z0 = rff_apply(x_all, w_s[0], b_s[0], cfg.rff_kind)
         a_p, b_p = screen_pairs(z0, p0, cfg.max_pairs, cfg.normalize)
+        # plain RFF are per column: gather the pairs' input columns once, map only those
+        xa_np, xb_np = x_all[:, a_p], x_all[:, b_p]
 
     def loss_fn(logits_n, step):
         p_all = _masked_softmax(jnp.concatenate([logits_n, mem_logits_m]), valid_all)
@@ -293,6 +296,14 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
             reg = jnp.sum(q_n**2)
         else:  # mean of squared mean-1 weights = n_valid * sum q^2
             reg = jnp.sum(valid_n) * jnp.sum(q_n**2)
+        if cfg.max_pairs and cfg.rff_kind == "paper":
+            w_kd, b_kd = w_s[step], b_s[step]
+            za_knp = rff_apply(xa_np, w_kd[:, a_p], b_kd[:, a_p], "paper")
+            zb_knp = rff_apply(xb_np, w_kd[:, b_p], b_kd[:, b_p], "paper")
+            hsic = hsic_pair_columns(
+                za_knp, zb_knp, p_all, normalize=cfg.normalize, noise_floor=cfg.noise_floor
+            )
+            return hsic / cfg.reg + reg
         z_knd = rff_apply(x_all, w_s[step], b_s[step], cfg.rff_kind)
         if cfg.max_pairs:
             hsic = hsic_active_pairs_knd(
