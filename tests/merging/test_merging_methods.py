@@ -111,8 +111,11 @@ def test_folded_ties_vectors_sum_to_ties(models):
 def test_folded_ties_vectors_in_bfloat16(models):
     base, fts = models
     tvs = merging.stack([merging.task_vector(f, base) for f in fts])
-    f32 = merging.ties_task_vectors(tvs, density=0.3)
-    bf16 = merging.ties_task_vectors(tvs, density=0.3, dtype=jnp.bfloat16)
+    fold = lambda t: (
+        merging.ties_task_vectors(t, density=0.3),
+        merging.ties_task_vectors(t, density=0.3, dtype=jnp.bfloat16),
+    )
+    f32, bf16 = jax.jit(fold)(tvs)  # one compile for both
     for a, b in zip(jax.tree.leaves(f32), jax.tree.leaves(bf16)):
         assert b.dtype == jnp.bfloat16 and a.dtype == jnp.float32
         np.testing.assert_array_equal(
