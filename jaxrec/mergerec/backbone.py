@@ -179,9 +179,7 @@ class Backbone:
         bs = batch_size or self.cfg.encode_batch_size
         n = len(tokens["input_ids"])
         out = []
-        buckets = (
-            tokenize.RECFORMER_BUCKETS if self.cfg.style == "recformer" else tokenize.BUCKETS
-        )
+        buckets = tokenize.RECFORMER_BUCKETS if self.cfg.style == "recformer" else tokenize.BUCKETS
         for start in range(0, n, bs):
             chunk = {k: v[start : start + bs] for k, v in tokens.items()}
             width = chunk["input_ids"].shape[1]
