@@ -4,7 +4,17 @@ References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommen
 StableNet (Deep Stable Learning for OOD Generalization, CVPR 2021).
 """
 
-from jaxrec.stable.hsic import hsic_paper, hsic_stablenet, weighted_cov, weighted_hsic
+from jaxrec.stable.hsic import (
+    group_onehot,
+    hsic_active_pairs_knd,
+    hsic_pair_columns,
+    hsic_pairs_knd,
+    hsic_paper,
+    hsic_stablenet,
+    screen_pairs,
+    weighted_cov,
+    weighted_hsic,
+)
 from jaxrec.stable.rff import fast_cos, rff_apply, rff_draws, rff_features, rff_features_knd
 from jaxrec.stable.weights import (
     StableConfig,
@@ -21,6 +31,10 @@ __all__ = [
     "WeightMemory",
     "effective_sample_size",
     "fast_cos",
+    "group_onehot",
+    "hsic_active_pairs_knd",
+    "hsic_pair_columns",
+    "hsic_pairs_knd",
     "hsic_paper",
     "hsic_stablenet",
     "init_memory",
@@ -30,6 +44,7 @@ __all__ = [
     "rff_draws",
     "rff_features",
     "rff_features_knd",
+    "screen_pairs",
     "weighted_corr",
     "weighted_cov",
     "weighted_hsic",

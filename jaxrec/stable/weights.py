@@ -62,8 +62,12 @@ StableNet's recipe (bit-for-bit the original math).
 Cost options: ``estimator="randomized"`` (Gaussian probes, unbiased, O(N D S) per group) for the
 plain or grouped loss, and ``max_pairs=P`` (one forward all-pairs screen per batch, the inner
 steps on the top P pairs only, equal to the full loss whenever every pair above the floor is in
-the set; enough at independent columns, too few at low rank, where thousands of within-block
-pairs clear the floor: 0.45 at 320 low-rank columns with P = 1024).
+the set; enough at independent columns (0.20 at 320, ESS/n 0.35, P = 1024), too few at low rank,
+where thousands of within-block pairs clear the floor: 0.45 at 320 low-rank columns). Neither
+is a saving on CPU as implemented: ``max_pairs`` maps 2P columns per step (more than D = 320 for
+P = 1024) and was slower than the exact loss in ``benchmarks/bench_saf_step.py``. The cost
+target of the issue (a SAF step <= 2x the step without reweighting) is not met: the exact loss
+is K products of [D, N] x [N, D] per inner step, m = 20 times per level.
 
 References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation, AAAI 2026),
 stable learning; StableNet (Deep Stable Learning for OOD Generalization, CVPR 2021); Bickel &
