@@ -235,6 +235,7 @@ def learn_coefficients(
     desc: str = "learn",
     mesh=None,
     stack_dtype=None,
+    checkpoint_every: int = 100,
 ):
     """Runs ``cfg.steps`` coefficient steps with the shared fit loop; returns ``(coeffs, history)``.
 
@@ -245,8 +246,9 @@ def learn_coefficients(
     one ``[steps]`` array per loss term. ``refresh_items(coeffs) -> items_knh`` is called every
     ``cfg.refresh_items_every`` steps when given (0: the merged item table stays frozen).
 
-    With ``workdir`` the run checkpoints there and resumes (also after Ctrl-C); without it, it
-    runs in a temporary folder.
+    With ``workdir`` the run checkpoints there (every ``checkpoint_every`` steps, every two
+    minutes, at the end) and resumes (also after Ctrl-C); without it, it runs in a temporary
+    folder.
 
     With a ``mesh`` (:func:`jaxrec.sharding.make_mesh`) the task-vector stack and the base are
     split along the ``model`` axis (:func:`jaxrec.sharding.shard_stack`: each parameter's largest
@@ -263,6 +265,7 @@ def learn_coefficients(
                 items_knh=items_knh, item_mask_kn=item_mask_kn, teacher_knh=teacher_knh,
                 cfg=cfg, seed=seed, workdir=tmp, refresh_items=refresh_items,
                 progress=progress, desc=desc, mesh=mesh, stack_dtype=stack_dtype,
+                checkpoint_every=0,
             )  # fmt: skip
     if mesh is not None:
         if cfg.batch_size % mesh.shape["data"]:
@@ -326,7 +329,7 @@ def learn_coefficients(
             total_steps=cfg.steps,
             steps_per_epoch=steps_per_epoch,
             log_every=cfg.log_every,
-            checkpoint_every=0,
+            checkpoint_every=checkpoint_every,
             checkpoint_seconds=120.0,
             max_to_keep=1,
         ),

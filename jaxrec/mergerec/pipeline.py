@@ -504,6 +504,16 @@ class Experiment:
             )
             self._evaluate(Run("joint"), joint)
         models = [finetuned[d.name] for d in self.merged]
+        for d, m in zip(self.merged, models):
+            if all(
+                jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), m, base))
+            ):
+                log.warning(
+                    "the fine-tuned model of %s kept the base weights (early stopping chose the "
+                    "starting point): its task vector is zero, so merges ignore that domain and "
+                    "learned coefficients for it get no gradient",
+                    d.name,
+                )
         hparams = parse_hparams(cfg.merge_hparams)
         for method in cfg.merges:
             self._evaluate(
@@ -636,8 +646,7 @@ class Experiment:
 
     def write_reports(self) -> str:
         rows = self.labelled(self.summary_rows())
-        flat = [{k: v for k, v in r.items() if not k.startswith("groups_")} for r in self.rows]
-        report.write_csv(flat, self.workdir / "results.csv")
+        report.write_csv(csv_rows(self.rows), self.workdir / "results.csv")
         parts = [f"# {self.cfg.name}\n"]
         for split in self.cfg.eval.splits:
             for metric in ("recall@10", "ndcg@10"):
@@ -705,6 +714,32 @@ class Experiment:
                     col.append(float(np.nanmean(table[i]) if dom == "avg" else table[i, j]))
                 ys[dom] = col
             report.plot_sensitivity(xs, ys, self.workdir / "lambda.png")
+
+
+_GROUPS = {"groups_length": "user_length", "groups_popularity": "item_popularity"}
+
+
+def csv_rows(rows: Sequence[dict]) -> list[dict]:
+    """Result rows flattened for ``results.csv``: one row per (run, domain, split) with
+    ``group_by="all"``, plus one per user-length and item-popularity group of the test split
+    (``group_by``, ``group`` = the bin, ``count`` = its users)."""
+    out = []
+    for r in rows:
+        base = {k: v for k, v in r.items() if k not in _GROUPS}
+        out.append({**base, "group_by": "all", "group": "", "count": r.get("count", "")})
+        for key, group_by in _GROUPS.items():
+            for label, values in r.get(key, {}).items():
+                metrics_ = {k: v for k, v in values.items() if k != "count"}
+                out.append(
+                    {
+                        **{k: base[k] for k in (*_RUN_FIELDS, "domain", "split")},
+                        **metrics_,
+                        "group_by": group_by,
+                        "group": label,
+                        "count": values.get("count", ""),
+                    }
+                )
+    return out
 
 
 def run(cfg: MergeRecConfig, workdir: str | Path) -> list[dict]:

@@ -17,17 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from jaxrec.checkpoint import atomic_path
+
 Row = Mapping[str, Any]
 
 
 def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
-    """Writes rows (union of their keys as columns, in first-seen order) to CSV."""
+    """Writes rows (union of their keys as columns, in first-seen order) to CSV, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

@@ -261,3 +261,43 @@ def test_learning_loop_draws_one_dropout_key_per_step(problem):
         det["loss"][0], _deterministic_loss(problem, cfg, coeffs, items, first), rtol=1e-5
     )
     assert not np.allclose(hist["loss"], det["loss"])
+
+
+def test_learned_merge_killed_midway_resumes_to_the_same_trajectory(problem, tmp_path, monkeypatch):
+    base, tvs, tokens, teacher, mask = problem
+    cfg = learn.LearnConfig(lr=5e-2, steps=12, batch_size=8, sampling="epoch", log_every=4)
+    step, opt = learn.make_step(encode, cfg)
+    pseudo = learn.PseudoUsers(
+        tokens={"input_ids": tokens.reshape(K * N, -1)},
+        domain=np.repeat(np.arange(K, dtype=np.int32), N),
+        item=np.minimum(np.tile(np.arange(N, dtype=np.int32), K), 6),
+    )  # 33 pseudo-users, batch 8: 4 steps per epoch, 3 epochs
+    coeffs = learn.init_coefficients(K, None, 0.2)
+    items = merged_items(base, tvs, coeffs, tokens)
+    kw = dict(base=base, tvs=tvs, pseudo=pseudo, items_knh=items, item_mask_kn=mask)
+    kw.update(teacher_knh=teacher, cfg=cfg, seed=1, progress=False, checkpoint_every=3)
+    full, hist = learn.learn_coefficients(step, opt, coeffs, workdir=tmp_path / "full", **kw)
+
+    real = learn.pseudo_user_batches
+
+    def dying(pseudo, cfg, seed):  # the run dies when it asks for step 7 (epoch 1, batch 3)
+        steps_per_epoch, batches = real(pseudo, cfg, seed)
+
+        def gen(epoch, start):
+            for i, b in enumerate(batches(epoch, start)):
+                if (epoch, start + i) == (1, 3):
+                    raise RuntimeError("killed")
+                yield b
+
+        return steps_per_epoch, gen
+
+    monkeypatch.setattr(learn, "pseudo_user_batches", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        learn.learn_coefficients(step, opt, coeffs, workdir=tmp_path / "crash", **kw)
+    monkeypatch.setattr(learn, "pseudo_user_batches", real)
+    assert learn.loop.checkpoint.Checkpointer(tmp_path / "crash" / "ckpt").latest_step() == 6
+    resumed, hist2 = learn.learn_coefficients(step, opt, coeffs, workdir=tmp_path / "crash", **kw)
+    np.testing.assert_array_equal(np.asarray(resumed), np.asarray(full))
+    assert hist.keys() == hist2.keys()
+    for k in hist:
+        np.testing.assert_array_equal(hist2[k], hist[k])
