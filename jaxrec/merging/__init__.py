@@ -1,6 +1,6 @@
 """Pytree task-vector arithmetic and training-free model merging (pure, jit-able functions).
 
-Public API (DESIGN.md section 3)::
+Public API (the contract other code relies on)::
 
     merging.task_vector(finetuned, base)               # finetuned - base, leafwise
     merging.merge(method, base, finetuned, **hparams)  # registered method, validated + jitted
