@@ -97,7 +97,15 @@ def write_yaml(path: Path, method: str, base: Path, fts: list[Path]) -> Path:
 
 
 def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one subprocess run; raises on failure."""
+    """(wall seconds, peak RSS MiB) of one subprocess run; raises on failure.
+
+    The peak RSS comes from GNU time when present (a child forked from this, larger, process
+    would otherwise report this process's RSS at fork time as its own peak, Linux keeping
+    ``maxrss`` across ``execve``).
+    """
+    timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").is_file() else None)
+    if timer:
+        cmd = [timer, "-f", "MAXRSS_KB=%M", *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -105,8 +113,13 @@ def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     out = proc.stdout.read().decode(errors="replace")
     proc.stdout.close()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd[:3]} failed:\n{out[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{cmd[:5]} failed:\n{out[-3000:]}")
+    rss_mb = usage.ru_maxrss / 1024
+    for line in out.splitlines()[::-1]:
+        if line.startswith("MAXRSS_KB="):
+            rss_mb = int(line.split("=", 1)[1]) / 1024
+            break
+    return wall, rss_mb
 
 
 def load_folder(folder: Path) -> dict[str, np.ndarray]:
