@@ -193,16 +193,10 @@ def hsic_pairs_knd(
     sizes_g = jnp.ones((d,), jnp.float32) if group_dg is None else group_dg.sum(0)
     scalar = group_dg is None
     if probes_djs is None:
-        # Uncentred moments: z does not depend on the weights, so the VJP is one product with z
-        # per index (as in hsic_stablenet_knd), not two.
-        mu_kd = jnp.einsum("n,knd->kd", p_n, z_knd)
-        c_kde = jnp.einsum("knd,kne->kde", z_knd * p_n[None, :, None], z_knd)
-        c_kde = c_kde - mu_kd[:, :, None] * mu_kd[:, None, :]
-        var_kd = jnp.einsum("n,knd->kd", p_n, z_knd * z_knd) - mu_kd**2
-        if normalize:  # a random feature with a tiny frequency is ~constant: eps damps its noise
-            inv_sd_kd = jax.lax.rsqrt(jnp.maximum(var_kd, 0.0) + _EPS)
-            c_kde = c_kde * inv_sd_kd[:, :, None] * inv_sd_kd[:, None, :]
-            var_kd = jnp.ones_like(var_kd)
+        # centred moments: uncentred ones (E[z z'] - mu mu') cancel badly for a random feature
+        # with a tiny frequency, and normalising amplifies that rounding
+        zc_knd, var_kd = _centred(z_knd, p_n, normalize)
+        c_kde = jnp.einsum("knd,kne->kde", zc_knd * p_n[None, :, None], zc_knd)
         s_de = jnp.sum(c_kde**2, axis=0)
         s_gh = s_de if scalar else group_dg.T @ s_de @ group_dg
     elif scalar:
@@ -296,16 +290,16 @@ def hsic_pair_columns(
     """The pair loss of :func:`hsic_active_pairs_knd` from the two sides' RFF columns
     [K, N, P] (pair j is ``(za[..., j], zb[..., j])``), each pair counted in both orders.
 
-    The moments are uncentred: z does not depend on the weights, so the gradient is O(K N P).
+    Cost O(K N P) per evaluation and gradient.
     """
     k = za_knp.shape[0]
-    mu_a, mu_b = jnp.einsum("knp,n->kp", za_knp, p_n), jnp.einsum("knp,n->kp", zb_knp, p_n)
-    c_kp = jnp.einsum("knp,n->kp", za_knp * zb_knp, p_n) - mu_a * mu_b
-    var_a = jnp.einsum("knp,n->kp", za_knp * za_knp, p_n) - mu_a**2
-    var_b = jnp.einsum("knp,n->kp", zb_knp * zb_knp, p_n) - mu_b**2
+    za_knp = za_knp - jnp.einsum("knp,n->kp", za_knp, p_n)[:, None, :]  # centred: see
+    zb_knp = zb_knp - jnp.einsum("knp,n->kp", zb_knp, p_n)[:, None, :]  # hsic_pairs_knd
+    c_kp = jnp.einsum("knp,n->kp", za_knp * zb_knp, p_n)
+    var_a = jnp.einsum("knp,n->kp", za_knp * za_knp, p_n)
+    var_b = jnp.einsum("knp,n->kp", zb_knp * zb_knp, p_n)
     if normalize:
-        var_ab = (jnp.maximum(var_a, 0.0) + _EPS) * (jnp.maximum(var_b, 0.0) + _EPS)
-        c_kp = c_kp * jax.lax.rsqrt(var_ab)
+        c_kp = c_kp * jax.lax.rsqrt((var_a + _EPS) * (var_b + _EPS))
     s_p = jnp.sum(c_kp**2, axis=0)
     if noise_floor > 0:
         inv_ess = jax.lax.stop_gradient(jnp.sum(p_n**2))
