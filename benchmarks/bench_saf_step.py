@@ -79,11 +79,14 @@ def main(argv=None):
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["default", "all_pairs", "lineage", "active", "active_m5"],
+        default=None,
         choices=list(VARIANTS),
-        help="weight-learning variants to time against the same step without reweighting",
+        help="weight-learning variants to time against the same step without reweighting "
+        "(default: all; --small: default and all_pairs)",
     )
     args = p.parse_args(argv)
+    if args.variants is None:
+        args.variants = ["default", "all_pairs"] if args.small else list(VARIANTS)
     batch = args.batch or (256 if args.small else 2048)
     steps = args.steps or (5 if args.small else 10)
     if args.small:
