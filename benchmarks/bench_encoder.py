@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import platform
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,17 +32,17 @@ from flax import nnx  # noqa: E402
 
 from jaxrec.models import text  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import record, timed  # noqa: E402  (the benchmarks' shared JSON schema)
+
 
 def _timeit(step, repeats):
+    """``(compile_s, times)``: the first call minus the median, and the timed repeats."""
     t0 = time.perf_counter()
     step()
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return compile_s, float(np.percentile(times, 50)), float(np.percentile(times, 90))
+    first = time.perf_counter() - t0
+    times = timed(step, repeats)
+    return first - float(np.median(times)), times
 
 
 def _inputs(batch, length, vocab, seed=0):
@@ -92,22 +92,14 @@ def _torch_fwd_bwd(model, ids, mask):
 
 
 def _meta():
-    import transformers
-
-    meta = dict(
-        device=jax.devices()[0].device_kind,
-        platform=platform.processor() or platform.machine(),
-        cpus=os.cpu_count(),
-        jax=jax.__version__,
-        transformers=transformers.__version__,
-    )
+    """Case details beyond the schema's versions: CPU count and torch's thread count."""
+    meta = {"cpus": os.cpu_count()}
     try:
         import torch
 
-        meta["torch"] = torch.__version__
         meta["torch_threads"] = torch.get_num_threads()
     except ImportError:
-        meta["torch"] = None
+        pass
     return meta
 
 
@@ -130,16 +122,23 @@ def bench_minilm(shapes, repeats, meta):
             "minilm_fwd_bwd": functools.partial(_run_jax, grad, params, ids, mask),
         }
         for name, step in jax_steps.items():
-            compile_s, p50, p90 = _timeit(step, repeats)
-            row = dict(name=name, batch=batch, length=length, compile_s=round(compile_s, 3))
-            row.update(p50_ms=round(p50 * 1e3, 2), p90_ms=round(p90 * 1e3, 2))
-            row["seqs_per_s"] = round(batch / p50, 1)
+            compile_s, times = _timeit(step, repeats)
+            peer_times = None
             if peer is not None:
                 peer_step = _torch_fwd if name == "minilm_fwd" else _torch_fwd_bwd
-                _, tp50, _ = _timeit(functools.partial(peer_step, peer, ids, mask), repeats)
-                row.update(peer="transformers+torch", peer_p50_ms=round(tp50 * 1e3, 2))
-                row.update(peer_seqs_per_s=round(batch / tp50, 1), speedup=round(tp50 / p50, 2))
-            print(json.dumps({**row, **meta}), flush=True)
+                peer_times = _timeit(functools.partial(peer_step, peer, ids, mask), repeats)[1]
+            record(
+                name,
+                times,
+                compile_s=compile_s,
+                work=batch,
+                unit="sequences/s",
+                peer=None if peer_times is None else ("transformers+torch", peer_times),
+                extra_versions=("transformers", "torch"),
+                batch=batch,
+                length=length,
+                **meta,
+            )
 
 
 def bench_longformer(lengths, repeats, meta):
@@ -163,16 +162,24 @@ def bench_longformer(lengths, repeats, meta):
         ids[:, 0], mask[:, 0] = 0, 2  # a global CLS
         compiled = fwd.lower(params, ids, mask).compile()
         temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
-        compile_s, p50, p90 = _timeit(functools.partial(_run_jax, fwd, params, ids, mask), repeats)
-        row = dict(name="longformer_fwd", batch=1, length=length, window=64)
-        row.update(compile_s=round(compile_s, 3), p50_ms=round(p50 * 1e3, 2))
-        row.update(p90_ms=round(p90 * 1e3, 2), seqs_per_s=round(1 / p50, 2))
-        row["xla_temp_mb"] = round(temp_mb, 1)
+        compile_s, times = _timeit(functools.partial(_run_jax, fwd, params, ids, mask), repeats)
+        peer_times = None
         if peer is not None:
-            _, tp50, _ = _timeit(functools.partial(_torch_fwd, peer, ids, mask), repeats)
-            row.update(peer="transformers+torch", peer_p50_ms=round(tp50 * 1e3, 2))
-            row["speedup"] = round(tp50 / p50, 2)
-        print(json.dumps({**row, **meta}), flush=True)
+            peer_times = _timeit(functools.partial(_torch_fwd, peer, ids, mask), repeats)[1]
+        record(
+            "longformer_fwd",
+            times,
+            compile_s=compile_s,
+            work=1,
+            unit="sequences/s",
+            peer=None if peer_times is None else ("transformers+torch", peer_times),
+            extra_versions=("transformers", "torch"),
+            batch=1,
+            length=length,
+            window=64,
+            xla_temp_mb=round(temp_mb, 1),
+            **meta,
+        )
 
 
 def main(argv=None):

@@ -168,19 +168,25 @@ class Backbone:
         return tokenize.encode_texts(texts, self.tokenizer, max_len=length, buckets=(length,))
 
     # ------------------------------------------------------------------ batched embedding
-    def embed(self, params: Any, tokens: Tokens, batch_size: int | None = None) -> jax.Array:
+    def embed(
+        self, params: Any, tokens: Tokens, batch_size: int | None = None, desc: str = "embed"
+    ) -> jax.Array:
         """Representations ``[N, H]`` of tokenised rows, in fixed-size (padded) jitted batches.
 
         Eval mode (no dropout). Each batch drops the trailing all-padding columns down to the
         smallest length bucket (:data:`tokenize.BUCKETS`, RecFormer: multiples of 64) that holds
         its longest row, so long caps cost nothing for short inputs and at most a handful of
-        shapes are compiled.
+        shapes are compiled. Long tables show progress (:class:`jaxrec.train.loop.Progress`:
+        a bar on a terminal, a log line every 30 s otherwise).
         """
+        from jaxrec.train.loop import progress_iter
+
         bs = batch_size or self.cfg.encode_batch_size
         n = len(tokens["input_ids"])
         out = []
         buckets = tokenize.RECFORMER_BUCKETS if self.cfg.style == "recformer" else tokenize.BUCKETS
-        for start in range(0, n, bs):
+        starts = range(0, n, bs)
+        for start in progress_iter(starts, len(starts), desc, unit="batch"):
             chunk = {k: v[start : start + bs] for k, v in tokens.items()}
             width = chunk["input_ids"].shape[1]
             live = np.flatnonzero(np.any(np.asarray(chunk["attention_mask"]) != 0, axis=0))

@@ -122,7 +122,8 @@ class FitResult:
 
 # --------------------------------------------------------------------------------- progress
 class Progress:
-    """A tqdm bar on a terminal; otherwise a log line at most every ``seconds`` seconds.
+    """A tqdm bar on a terminal; otherwise a log line at most every ``seconds`` seconds (and a
+    last one at the end of a run that took longer than that).
 
     ``update(n, **postfix)`` advances; ``close()`` ends. Works the same in a TTY and when stderr
     goes to a file (batch jobs), where tqdm's bar would vanish or flood the log.
@@ -159,7 +160,8 @@ class Progress:
                 self._bar.set_postfix(self.postfix, refresh=False)
             return
         now = time.monotonic()
-        if self.enabled and (now - self._last >= self.seconds or self.n >= self.total):
+        done = self.n >= self.total and now - self._t0 >= self.seconds  # short runs: silent
+        if self.enabled and (now - self._last >= self.seconds or done):
             self._last = now
             rate = (self.n - self._n0) / max(now - self._t0, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else math.inf
@@ -376,7 +378,9 @@ def fit(
         return mean
 
     last_save = time.monotonic()
-    bar = Progress(cfg.total_steps, desc, initial=step, enabled=progress)
+    bar = Progress(
+        cfg.total_steps, desc, initial=step, enabled=progress, seconds=cfg.progress_seconds
+    )
     try:
         with _sigint_flag() as interrupted:
             if step == 0 and evaluate is not None and cfg.eval_at_start and meta["best"] is None:
