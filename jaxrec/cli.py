@@ -74,6 +74,7 @@ def _config_classes() -> dict[tuple[str, str], type]:
         ("mdmt", "train"): ExperimentConfig,
         ("mdmt", "compare"): CompareConfig,
         ("mergerec", "run"): MergeRecConfig,
+        ("mergerec", "export"): MergeRecConfig,
     }
 
 
@@ -283,6 +284,15 @@ def _cmd_mergerec(args) -> int:
     if cfg is None:
         return 0
     pipeline = importlib.import_module("jaxrec.mergerec.pipeline")
+    if args.action == "export":
+        with pipeline.workdir_lib.lock(args.workdir):
+            exp = pipeline.Experiment(cfg, args.workdir)
+            try:
+                out = exp.export(args.run, args.out, max_shard_size=args.max_shard_size)
+            except (ValueError, FileNotFoundError) as e:
+                raise CommandError(str(e)) from e
+        print(f"exported {args.run} -> {out} (transformers.AutoModel.from_pretrained loads it)")
+        return 0
     pipeline.run(cfg, args.workdir)
     text = (args.workdir / "results.md").read_text()
     first = text.split("\n## ")[1] if "\n## " in text else text  # the first table
@@ -385,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     mr_sub = _Subparsers(p.add_subparsers(dest="action", required=True), verbose)
     q = mr_sub.add_parser("run", help="run a whole experiment, reusing finished stages")
     _add_config_args(q)
+    q.set_defaults(func=_cmd_mergerec)
+    q = mr_sub.add_parser(
+        "export",
+        help="write one run's model (merged, learned, fine-tuned) as a Hugging Face folder",
+    )
+    _add_config_args(q)
+    q.add_argument(
+        "--run", required=True, help="a run's file name in results/, e.g. ties, fine_tuned_Beauty"
+    )
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (e.g. 2GB)")
     q.set_defaults(func=_cmd_mergerec)
 
     p = sub.add_parser("configs", help="list config files, their tokens and what each does")

@@ -25,6 +25,7 @@ References: MergeRec (KDD 2026); AdaMerging (ICLR 2024); TIES-Merging (NeurIPS 2
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -37,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrec import checkpoint, merging, metrics, sharding
 from jaxrec import config as configlib
-from jaxrec import merging, metrics, sharding
 from jaxrec import workdir as workdir_lib
 from jaxrec.checkpoint import atomic_path, atomic_write
 from jaxrec.data.domain import Domain
@@ -530,21 +531,7 @@ class Experiment:
         learned on pseudo-users (resumable, ``learned/<slug>/``), trajectory and losses in
         ``learned/<slug>.npz``, then evaluated. Runs whose results exist are skipped."""
         cfg = self.cfg
-        stacks: dict[str, Any] = {}  # task-vector stacks by source, built on first use
-
-        def task_vectors(source):
-            if source not in stacks:
-                tvs = [merging.task_vector(m, base) for m in models]
-                if source == "ties":
-                    ties_kw = parse_hparams(cfg.merge_hparams).get("ties", {})
-                    stacks[source] = merging.ties_task_vectors(  # stacked, disjoint mean folded
-                        tvs,
-                        density=ties_kw.get("density", 0.2),
-                        granularity=ties_kw.get("granularity", "model"),
-                    )
-                else:
-                    stacks[source] = merging.stack(tvs)
-            return stacks[source]
+        task_vectors = functools.partial(self._task_vectors, base=base, models=models)
 
         shared: dict[str, Any] = {}  # built on first use: teachers, pseudo-users, compiled steps
 
@@ -569,13 +556,7 @@ class Experiment:
         for run in self.learned_runs():
             lcfg = self._learn_cfg(run, init=None)
             source = self._learn_source(run)
-            groups = (
-                None
-                if lcfg.granularity == "domain"
-                else merging.layer_groups(
-                    base, granularity="tensor" if lcfg.granularity == "tensor" else "layer"
-                )
-            )
+            groups = self._groups(lcfg.granularity, base)
 
             def train(run=run, lcfg=lcfg, groups=groups, source=source):
                 ctx = setup()
@@ -617,6 +598,92 @@ class Experiment:
                 return merging.combine(base, tvs, coeffs, groups)
 
             self._evaluate(run, train)
+
+    def _task_vectors(self, source: str, *, base, models) -> Any:
+        """The ``[K, ...]`` task-vector stack a learned run's coefficients scale (``"ties"``:
+        TIES with the disjoint mean folded in); built once per source."""
+        stacks = self.__dict__.setdefault("_stacks", {})
+        if source not in stacks:
+            tvs = [merging.task_vector(m, base) for m in models]
+            if source == "ties":
+                ties_kw = parse_hparams(self.cfg.merge_hparams).get("ties", {})
+                stacks[source] = merging.ties_task_vectors(
+                    tvs,
+                    density=ties_kw.get("density", 0.2),
+                    granularity=ties_kw.get("granularity", "model"),
+                )
+            else:
+                stacks[source] = merging.stack(tvs)
+        return stacks[source]
+
+    @staticmethod
+    def _groups(granularity: str, base) -> Any:
+        if granularity == "domain":
+            return None
+        return merging.layer_groups(
+            base, granularity="tensor" if granularity == "tensor" else "layer"
+        )
+
+    # ------------------------------------------------------------------ export
+    def export(self, run: str, out_dir: str | Path, *, max_shard_size: str = "5GB") -> Path:
+        """Writes one run's model as a Hugging Face folder (``transformers.AutoModel`` loads it)
+        with the backbone's config and tokenizer files.
+
+        ``run``: a run's file name as in ``results/`` (``ties``, ``mergerec_layer_kd1000_s0``,
+        ``zero_shot``, ``joint``) or ``fine_tuned_<domain>``. Uses the finished stages only: the
+        fine-tuned models and, for a learned run, its final coefficients (``learned/<run>.npz``).
+        """
+        from jaxrec.mergerec.backbone import resolve_path
+        from jaxrec.models import text
+
+        base = self.backbone.params
+        runs = {r.slug: r for r in self.planned_runs()}
+        tuned = {f"fine_tuned_{d.name}": d.name for d in self.domains}
+        if self.cfg.joint:
+            tuned["joint"] = "joint"
+        known = sorted({*runs, *tuned} - {"fine_tuned"})
+        if run not in known:
+            raise ValueError(f"run {run!r} is not a run of this config; choose one of {known}")
+
+        def finished(name: str):
+            path = self.workdir / "finetune" / name / "best.safetensors"
+            if not (path.parent / "done.json").is_file():
+                raise FileNotFoundError(f"{path.parent} is not finished: run the experiment first")
+            return checkpoint.load_params(path, target=base)
+
+        if run == "zero_shot":
+            params = base
+        elif run in tuned:
+            params = finished(tuned[run])
+        else:
+            spec = runs[run]
+            models = [finished(d.name) for d in self.merged]
+            if spec.granularity is None:  # training-free
+                kw = parse_hparams(self.cfg.merge_hparams).get(spec.method, {})
+                params = merging.merge(spec.method, base, models, **kw)
+            else:
+                traj = self.workdir / "learned" / f"{run}.npz"
+                if not traj.is_file():
+                    raise FileNotFoundError(f"{traj} is missing: run the experiment first")
+                final = np.load(traj)["coefficients"][-1]  # [K] or [G, K] (sorted groups)
+                groups = self._groups(spec.granularity, base)
+                coeffs = (
+                    jnp.asarray(final)
+                    if groups is None
+                    else {  # rows in the sorted order of learn.coefficient_array
+                        g: jnp.asarray(final[i])
+                        for i, g in enumerate(sorted(set(jax.tree.leaves(groups))))
+                    }
+                )
+                tvs = self._task_vectors(self._learn_source(spec), base=base, models=models)
+                params = merging.combine(base, tvs, coeffs, groups)
+        return text.export_hf(
+            params,
+            resolve_path(self.cfg.backbone.path),
+            out_dir,
+            config=self.backbone.encoder_config,
+            max_shard_size=max_shard_size,
+        )
 
     # ------------------------------------------------------------------ reports
     def summary_rows(self) -> list[dict]:

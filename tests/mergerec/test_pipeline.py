@@ -5,11 +5,15 @@ import dataclasses
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
+from jaxrec import checkpoint, merging
 from jaxrec.mergerec import finetune, learn, pipeline
 from jaxrec.mergerec.backbone import BackboneConfig
+from jaxrec.models import text
 
 
 def tiny_cfg(path, **kw):
@@ -79,11 +83,42 @@ def test_pipeline_end_to_end_and_reuse(tiny_checkpoint, tmp_path):
     assert sorted((key(r), r["recall@10"]) for r in again) == sorted(
         (key(r), r["recall@10"]) for r in rows
     )
+    # export: a run's model as an HF folder (zero-shot round trip exact; learned = its combine)
+    exp = pipeline.Experiment(cfg, tmp_path)
+    zs = text.from_pretrained(exp.export("zero_shot", tmp_path / "hf_zs"))[0]
+    _assert_trees_equal(nnx.state(zs, nnx.Param), exp.backbone.params, atol=0)
+    slug = "mergerec_layer_kd1000_s0"
+    learned = text.from_pretrained(exp.export(slug, tmp_path / "hf_learned"))[0]
+    groups = merging.layer_groups(exp.backbone.params)
+    final = np.load(tmp_path / "learned" / f"{slug}.npz")["coefficients"][-1]
+    names = sorted(set(jax.tree.leaves(groups)))
+    models = [
+        checkpoint.load_params(tmp_path / "finetune" / d / "best.safetensors", exp.backbone.params)
+        for d in exp.merged_names
+    ]
+    tvs = merging.ties_task_vectors(
+        [merging.task_vector(m, exp.backbone.params) for m in models], density=0.2
+    )
+    want = merging.combine(
+        exp.backbone.params, tvs, {g: final[i] for i, g in enumerate(names)}, groups
+    )
+    _assert_trees_equal(nnx.state(learned, nnx.Param), want, atol=1e-6)
+    with pytest.raises(ValueError, match="choose one of"):
+        exp.export("mergerec_layr", tmp_path / "x")
+
     # a changed learning config is refused before any work, naming the field; nothing relabelled
     changed = dataclasses.replace(cfg, learn=dataclasses.replace(cfg.learn, steps=4))
     with pytest.raises(ValueError, match=r"learn.steps: saved 3, requested 4"):
         pipeline.run(changed, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["config"]["learn"]["steps"] == 3
+
+
+def _assert_trees_equal(got, want, atol):
+    got = dict(jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(got)))
+    want = dict(jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(want)))
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=0, atol=atol)
 
 
 def test_pipeline_bad_input(tiny_checkpoint, tmp_path):
