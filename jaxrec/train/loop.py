@@ -269,6 +269,24 @@ def scalars(tree: dict[str, Any]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------- the loop
+def _restore_newest_good(ckpt: checkpoint.Checkpointer, state: PyTree, desc: str):
+    """``(state, metadata)`` of the newest checkpoint that restores. A damaged one (truncated or
+    corrupted files) is skipped with a warning naming it; it is replaced by the next save, and
+    the older good one is kept until then."""
+    errors = []
+    for s in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            return ckpt.restore(state, step=s), ckpt.metadata(s)
+        except Exception as e:  # noqa: BLE001  (orbax raises many types for damaged files)
+            msg = f"{ckpt.directory / str(s)}: {type(e).__name__}: {str(e)[:300]}"
+            log.warning("%s: cannot restore checkpoint %s; trying an older one", desc, msg)
+            errors.append(msg)
+    raise checkpoint.CheckpointError(
+        f"{desc}: no checkpoint in {ckpt.directory} can be restored (delete the folder to start "
+        "over): " + "; ".join(errors)
+    )
+
+
 def fit(
     state: PyTree,
     step_fn: StepFn,
@@ -317,8 +335,7 @@ def fit(
     jsonl_path = workdir / "metrics.jsonl"
     step = 0
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        saved = ckpt.metadata()
+        state, saved = _restore_newest_good(ckpt, state, desc)
         meta.update({k: v for k, v in saved.items() if k in meta})
         step = int(saved["step"])
         log.info("%s: resumed from %s at step %d", desc, workdir / "ckpt", step)

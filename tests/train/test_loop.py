@@ -148,3 +148,23 @@ def test_bad_settings_and_empty_epochs_are_clear_errors(tmp_path):
         cfg(steps_per_epoch=0)
     with pytest.raises(ValueError, match="batches of epoch 0 from index 3 are empty"):
         loop.fit(init(), step_fn, batches, cfg(steps_per_epoch=4), tmp_path, progress=False)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, caplog):
+    full = loop.fit(
+        init(), step_fn, batches, cfg(total_steps=12), tmp_path / "full", progress=False
+    )
+    loop.fit(init(), step_fn, batches, cfg(), tmp_path / "run", progress=False)  # saves 8 and 9
+    with checkpoint.Checkpointer(tmp_path / "run" / "ckpt") as ck:
+        assert ck.all_steps() == [8, 9]
+    damaged = [p for p in (tmp_path / "run" / "ckpt" / "9").rglob("*") if p.is_file()]
+    assert damaged
+    for p in damaged:  # a torn write: every file of step 9 cut to garbage
+        p.write_bytes(b"\x00garbage")
+    with caplog.at_level(logging.WARNING, logger="jaxrec.train.loop"):
+        resumed = loop.fit(
+            init(), step_fn, batches, cfg(total_steps=12), tmp_path / "run", progress=False
+        )
+    assert any("cannot restore checkpoint" in r.getMessage() and "/9" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(resumed.state["w"]), np.asarray(full.state["w"]))
