@@ -243,6 +243,8 @@ def _cmd_merge(args) -> int:
 
 
 def _cmd_mdmt(args) -> int:
+    if args.action == "train":  # one of several processes: join them before any jax call
+        importlib.import_module("jaxrec.sharding").maybe_initialize_distributed()
     cfg = _prepare(args)
     if cfg is None:
         return 0
