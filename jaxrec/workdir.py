@@ -29,6 +29,7 @@ __all__ = [
     "StageMismatchError",
     "WorkdirBusyError",
     "check_key",
+    "check_config",
     "claim_config",
     "config_diff",
     "lock",
@@ -94,10 +95,14 @@ def check_key(path: str | os.PathLike, key: dict[str, Any], what: str) -> None:
     atomic_write(path, json.dumps(key, indent=1, sort_keys=True) + "\n")
 
 
-def claim_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = ()) -> Path:
-    """Checks ``workdir/config.json`` (if any) against ``cfg`` and writes it.
+def check_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = ()) -> dict:
+    """Refuses a workdir whose ``config.json`` (if any) differs from ``cfg``; returns the JSON
+    payload of ``cfg`` (as :func:`jaxrec.config.save_config` writes it).
 
     Only the ``config`` part is compared; fields in ``ignore`` (dotted names) may differ.
+
+    Raises:
+      StageMismatchError: naming every differing field (or the other run's config type).
     """
     path = Path(workdir) / "config.json"
     payload = _json(config_payload(cfg))
@@ -119,6 +124,13 @@ def claim_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = (
                     "relabel its results (use another workdir or delete it). Differing fields: "
                     + "; ".join(diff)
                 )
+    return payload
+
+
+def claim_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = ()) -> Path:
+    """:func:`check_config`, then writes ``workdir/config.json``."""
+    payload = check_config(cfg, workdir, ignore)
+    path = Path(workdir) / "config.json"
     return atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 

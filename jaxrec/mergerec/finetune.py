@@ -249,5 +249,5 @@ def finetune(
         desc=desc,
     )
     done = {"step": result.step, "best_ndcg@10": result.best_metric, "best_step": result.best_step}
-    done_file.write_text(json.dumps(done) + "\n")
+    checkpoint.atomic_write(done_file, json.dumps(done) + "\n")
     return checkpoint.load_params(best_file, target=backbone.params)

@@ -171,6 +171,14 @@ def pad_tables(tables: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
     return padded, mask
 
 
+def coefficients_from_array(array: Any, groups: PyTree | None) -> Any:
+    """The inverse of :func:`coefficient_array`: ``[K]`` as is, or ``[G, K]`` rows back to
+    ``{group: [K]}`` in the sorted group order :func:`init_coefficients` uses."""
+    if groups is None:
+        return jnp.asarray(array)
+    return {g: jnp.asarray(array[i]) for i, g in enumerate(sorted(init_coefficients(1, groups, 0)))}
+
+
 def coefficient_array(coeffs: Any) -> jax.Array:
     """``[K]`` or, layer-wise, ``[G, K]`` (groups in sorted order)."""
     if isinstance(coeffs, dict):

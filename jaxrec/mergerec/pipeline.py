@@ -667,14 +667,7 @@ class Experiment:
                     raise FileNotFoundError(f"{traj} is missing: run the experiment first")
                 final = np.load(traj)["coefficients"][-1]  # [K] or [G, K] (sorted groups)
                 groups = self._groups(spec.granularity, base)
-                coeffs = (
-                    jnp.asarray(final)
-                    if groups is None
-                    else {  # rows in the sorted order of learn.coefficient_array
-                        g: jnp.asarray(final[i])
-                        for i, g in enumerate(sorted(set(jax.tree.leaves(groups))))
-                    }
-                )
+                coeffs = learn.coefficients_from_array(final, groups)
                 tvs = self._task_vectors(self._learn_source(spec), base=base, models=models)
                 params = merging.combine(base, tvs, coeffs, groups)
         return text.export_hf(

@@ -39,10 +39,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import apply_overrides, config_payload, save_config
+from jaxrec.config import apply_overrides, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.train import mdmt as tm
-from jaxrec.workdir import config_diff
+from jaxrec.train.loop import json_safe as _json_safe
+from jaxrec.workdir import check_config
 
 __all__ = [
     "CompareConfig",
@@ -145,22 +146,9 @@ def small_model_config(config, *, max_dim: int, emb_dim: int | None = None):
 
 
 # ------------------------------------------------------------------------------------ running
-def _payload(cfg: tm.ExperimentConfig) -> dict:
-    """The JSON form ``save_config`` writes (tuples as lists, after a JSON round trip)."""
-    return json.loads(json.dumps(config_payload(cfg)))
-
-
 def _check_saved(path: Path, cfg: tm.ExperimentConfig) -> None:
-    file = path / "config.json"
-    if not file.is_file():
-        return
-    saved = json.loads(file.read_text())
-    diff = config_diff(saved, _payload(cfg), ignore=[f"config.{f}" for f in _IGNORED_FIELDS])
-    if diff:
-        raise ValueError(
-            f"{file} holds a different config than requested; refusing to reuse or overwrite it "
-            f"(use another workdir or delete the run). Differing fields: " + "; ".join(diff)
-        )
+    """A run folder may be reused only for the same config (progress/cadence fields aside)."""
+    check_config(cfg, path, ignore=_IGNORED_FIELDS)
 
 
 def run_all(cfg: CompareConfig, workdir: str | Path) -> dict[str, dict[int, dict]]:
@@ -455,13 +443,3 @@ def write_csv(table: dict[str, Any], path: str | Path) -> Path:
         for label, row in table["rows"].items():
             w.writerow([label] + [row[k][s] for k in keys for s in ("mean", "std", "n")])
     return path
-
-
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x

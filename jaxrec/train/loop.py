@@ -66,6 +66,7 @@ __all__ = [
     "NonFiniteLossError",
     "Progress",
     "fit",
+    "json_safe",
     "write_curves",
 ]
 
@@ -246,11 +247,12 @@ def _trim_jsonl(path: Path, step: int) -> None:
     checkpoint.atomic_write(path, "".join(f"{x}\n" for x in keep))
 
 
-def _json_safe(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
+    """Nested dicts/lists with NaN/inf floats as None (valid JSON) and string keys."""
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -346,7 +348,7 @@ def fit(
     best_path = workdir / best_file
 
     def write(row: dict[str, Any]) -> None:
-        jsonl.write(json.dumps(_json_safe(row)) + "\n")
+        jsonl.write(json.dumps(json_safe(row)) + "\n")
         jsonl.flush()
 
     def save(step: int) -> None:

@@ -353,14 +353,6 @@ def evaluate_predictions(
     return res
 
 
-def _nan_to_none(x):
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
-
-
 _STEP_FIELDS = (
     "model",
     "model_config",
@@ -493,7 +485,7 @@ def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str
         if name in ds.splits:
             probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])
             result["splits"][name] = evaluate_predictions(ds.schema, ds[name], probs)
-    result = _nan_to_none(result)
+    result = loop.json_safe(result)
     if sharding.is_primary():
         checkpoint.atomic_write(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
