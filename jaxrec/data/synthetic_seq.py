@@ -21,6 +21,8 @@ References: MergeRec (KDD 2026) data-isolated cross-domain setting (the data thi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from jaxrec.data.domain import Domain, from_sequences
@@ -137,12 +139,54 @@ def synthetic_domains(
 
     References: MergeRec (KDD 2026) data-isolated cross-domain setting.
     """
+    names = _checked_names(num_domains, domain_names)
+    _check_sizes(num_topics, min_len, max_len, num_items, num_users, noise)
+    story = _Story(
+        topics=tuple(TOPICS.values())[:num_topics],
+        num_items=num_items,
+        num_users=num_users,
+        num_brands=brands_per_domain,
+        min_len=min_len,
+        max_len=min(max_len, num_items),
+        mean_extra_len=mean_extra_len,
+        concentration=interest_concentration,
+        sharpness=sharpness,
+        zipf=popularity_exponent,
+        sequential=sequential,
+        noise=noise,
+    )
+    return [_domain(name, np.random.default_rng((seed, k)), story) for k, name in enumerate(names)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Story:
+    """The generative knobs shared by every domain (see :func:`synthetic_domains`)."""
+
+    topics: tuple[tuple[str, ...], ...]  # title words of each shared topic
+    num_items: int
+    num_users: int
+    num_brands: int
+    min_len: int
+    max_len: int  # capped at num_items
+    mean_extra_len: float
+    concentration: float  # Dirichlet concentration of user interests
+    sharpness: float
+    zipf: float  # popularity exponent
+    sequential: float  # same-category logit bonus
+    noise: float
+
+
+def _checked_names(num_domains: int, domain_names: tuple[str, ...] | None) -> tuple[str, ...]:
     names = tuple(domain_names or tuple(DOMAINS)[:num_domains])
     unknown = [n for n in names if n not in DOMAINS]
     if unknown or len(names) != num_domains or len(set(names)) != len(names):
         raise ValueError(
             f"need {num_domains} distinct domain names from {tuple(DOMAINS)}, got {names}"
         )
+    return names
+
+
+def _check_sizes(num_topics, min_len, max_len, num_items, num_users, noise) -> None:
     if not 1 <= num_topics <= len(TOPICS):
         raise ValueError(f"num_topics must be in [1, {len(TOPICS)}], got {num_topics}")
     if min_len < 3 or max_len < min_len or num_items < min_len or num_users < 1:
@@ -152,44 +196,43 @@ def synthetic_domains(
         )
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
-    topics = list(TOPICS.values())[:num_topics]
-    return [
-        _domain(
-            name,
-            np.random.default_rng((seed, k)),
-            topics,
-            num_items,
-            num_users,
-            brands_per_domain,
-            min_len,
-            min(max_len, num_items),
-            mean_extra_len,
-            interest_concentration,
-            sharpness,
-            popularity_exponent,
-            sequential,
-            noise,
-        )
-        for k, name in enumerate(names)
-    ]
 
 
-def _domain(
-    name, rng, topics, n_items, n_users, n_brands, min_len, max_len, mean_extra, conc, sharp, zipf,
-    seq_bonus, noise,
-) -> Domain:  # fmt: skip
-    n_topics = len(topics)
+@dataclasses.dataclass(frozen=True)
+class _Items:
+    topic_it: np.ndarray  # [I, T] topic mixture (0.8 main, 0.2 secondary)
+    cat_i: np.ndarray  # [I] category index
+    text: dict[str, list[str]]  # title, brand, category per item
+
+
+def _domain(name: str, rng: np.random.Generator, story: _Story) -> Domain:
+    """One domain: its items, then its users' sequences (in this order from ``rng``)."""
+    items = _items(name, rng, story)
+    seqs = _sequences(rng, story, items, num_categories=len(DOMAINS[name]))
+    prefix = name[:3].upper()
+    return from_sequences(
+        name,
+        seqs,
+        [f"{prefix}{i:05d}" for i in range(story.num_items)],
+        items.text,
+        [f"{prefix}-U{u:05d}" for u in range(story.num_users)],
+    )
+
+
+def _items(name: str, rng: np.random.Generator, story: _Story) -> _Items:
+    """Item topics, category (topic-preferring), brand (topic-preferring) and title."""
+    n_items, n_topics, topics = story.num_items, len(story.topics), story.topics
     categories = list(DOMAINS[name].items())
-    # items: topics, category (topic-preferring), brand (topic-preferring), title
     main_i = rng.integers(0, n_topics, n_items)
     second_i = (main_i + rng.integers(1, max(n_topics, 2), n_items)) % n_topics
     topic_it = 0.8 * np.eye(n_topics)[main_i] + 0.2 * np.eye(n_topics)[second_i]
     cat_affinity_ct = rng.normal(0.0, 1.5, (len(categories), n_topics))
     cat_p_ic = _softmax(cat_affinity_ct[:, main_i].T)
     cat_i = np.array([rng.choice(len(categories), p=p) for p in cat_p_ic])
-    brands = list(dict.fromkeys(_brand(rng) for _ in range(4 * n_brands)))[:n_brands]
+    brands = list(dict.fromkeys(_brand(rng) for _ in range(4 * story.num_brands)))
+    brands = brands[: story.num_brands]
     brand_topic_b = rng.integers(0, n_topics, len(brands))
-    titles, brand_names, cat_names = [], [], []
+    text = {"title": [], "brand": [], "category": []}
     for i in range(n_items):
         own = np.flatnonzero(brand_topic_b == main_i[i])
         b = rng.choice(own) if own.size and rng.random() < 0.8 else rng.integers(len(brands))
@@ -198,35 +241,33 @@ def _domain(
         if rng.random() < 0.5:
             words.append(rng.choice(topics[second_i[i]]))
         words += [rng.choice(nouns), rng.choice(_DETAILS)]
-        titles.append(" ".join(w for w in words if w))
-        brand_names.append(brands[b])
-        cat_names.append(f"{name} {cat}")
-    # users: sparse interests, popularity prior, sequential category bonus, no repeats
-    interest_ut = rng.dirichlet(np.full(n_topics, conc), n_users)
-    pop_i = np.log(1.0 / np.arange(1, n_items + 1) ** zipf)[rng.permutation(n_items)]
-    base_ui = (sharp * interest_ut @ topic_it.T + pop_i).astype(np.float32)
-    same_cat_ci = (np.arange(len(categories))[:, None] == cat_i[None, :]).astype(np.float32)
-    lengths_u = np.minimum(min_len + rng.poisson(mean_extra, n_users), max_len)
+        text["title"].append(" ".join(w for w in words if w))
+        text["brand"].append(brands[b])
+        text["category"].append(f"{name} {cat}")
+    return _Items(topic_it, cat_i, text)
+
+
+def _sequences(rng, story: _Story, items: _Items, num_categories: int) -> list[np.ndarray]:
+    """Users' sequences: sparse interests, popularity prior, sequential category bonus, no
+    repeats; Gumbel-max sampling in float32 for speed."""
+    n_users, n_items, max_len = story.num_users, story.num_items, story.max_len
+    interest_ut = rng.dirichlet(np.full(len(story.topics), story.concentration), n_users)
+    pop_i = np.log(1.0 / np.arange(1, n_items + 1) ** story.zipf)[rng.permutation(n_items)]
+    base_ui = (story.sharpness * interest_ut @ items.topic_it.T + pop_i).astype(np.float32)
+    same_cat_ci = (np.arange(num_categories)[:, None] == items.cat_i[None, :]).astype(np.float32)
+    lengths_u = np.minimum(story.min_len + rng.poisson(story.mean_extra_len, n_users), max_len)
     seqs_ut = np.zeros((n_users, max_len), np.int64)
     logits_ui = base_ui.copy()
-    for t in range(max_len):  # Gumbel-max sampling, float32 for speed
-        noisy_u = rng.random(n_users) < noise
+    for t in range(max_len):
+        noisy_u = rng.random(n_users) < story.noise
         gumbel_ui = -np.log(-np.log(rng.random((n_users, n_items), dtype=np.float32)))
         uniform_ui = np.where(np.isfinite(logits_ui), 0.0, -np.inf).astype(np.float32)
         pick_u = np.where(noisy_u[:, None], uniform_ui, logits_ui)
         pick_u = (pick_u + gumbel_ui).argmax(axis=1)
         seqs_ut[:, t] = pick_u
-        logits_ui = base_ui + seq_bonus * same_cat_ci[cat_i[pick_u]]
+        logits_ui = base_ui + story.sequential * same_cat_ci[items.cat_i[pick_u]]
         np.put_along_axis(logits_ui, seqs_ut[:, : t + 1], -np.inf, axis=1)
-    seqs = [seqs_ut[u, : lengths_u[u]] for u in range(n_users)]
-    prefix = name[:3].upper()
-    return from_sequences(
-        name,
-        seqs,
-        [f"{prefix}{i:05d}" for i in range(n_items)],
-        {"title": titles, "brand": brand_names, "category": cat_names},
-        [f"{prefix}-U{u:05d}" for u in range(n_users)],
-    )
+    return [seqs_ut[u, : lengths_u[u]] for u in range(n_users)]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -328,133 +328,175 @@ def fit(
       Interrupted: after SIGINT, once a checkpoint of the current step is saved.
     """
     t_start = time.perf_counter()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     if evaluate is not None and not metric:
         raise ValueError(f"{desc}: fit() with evaluate needs the name of the metric to maximise")
-    meta = {"best": None, "best_step": 0, "bad_evals": 0, "stopped": False}
-    ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=cfg.max_to_keep)
-    jsonl_path = workdir / "metrics.jsonl"
-    step = 0
-    if ckpt.latest_step() is not None:
-        state, saved = _restore_newest_good(ckpt, state, desc)
-        meta.update({k: v for k, v in saved.items() if k in meta})
+    run = _Run(state, cfg, Path(workdir), desc, evaluate, metric, best, best_file)
+    bar = Progress(
+        cfg.total_steps, desc, initial=run.step, enabled=progress, seconds=cfg.progress_seconds
+    )
+    try:
+        with _sigint_flag() as interrupted:
+            if run.step == 0 and evaluate is not None and cfg.eval_at_start and run.best is None:
+                run.validate()
+            while run.step < cfg.total_steps and not run.meta["stopped"]:
+                run.epoch(step_fn, batches, bar, interrupted)
+            run.flush_metrics()
+            if run.ckpt.latest_step() != run.step:
+                run.save()
+    finally:
+        bar.close()
+        run.close()
+    if curves and run.primary:
+        write_curves(run.jsonl_path, run.workdir, title=desc)
+    return FitResult(
+        state=run.state,
+        step=run.step,
+        best_metric=run.best,
+        best_step=run.meta["best_step"],
+        stopped_early=bool(run.meta["stopped"]),
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+class _Run:
+    """One :func:`fit` call's mutable state: the train state, the counters saved with every
+    checkpoint (``meta``), the checkpointer, the JSONL log and the step metrics not yet fetched.
+
+    Creating it resumes from the newest good checkpoint in ``workdir`` (if any).
+    """
+
+    def __init__(
+        self, state, cfg: LoopConfig, workdir: Path, desc, evaluate, metric, best, best_file
+    ):
+        self.state, self.cfg, self.workdir, self.desc = state, cfg, workdir, desc
+        self.evaluate_fn, self.metric, self.best_fn = evaluate, metric, best
+        self.best_path = workdir / best_file
+        self.jsonl_path = workdir / "metrics.jsonl"
+        self.meta = {"best": None, "best_step": 0, "bad_evals": 0, "stopped": False}
+        self.pending: list[tuple[int, dict]] = []  # (step, device metrics) since the last log
+        self.primary = jax.process_index() == 0  # several processes: only process 0 writes files
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = checkpoint.Checkpointer(workdir / "ckpt", max_to_keep=cfg.max_to_keep)
+        self.step = self._resume()
+        if self.primary:
+            _trim_jsonl(self.jsonl_path, self.step)
+        self.jsonl = self.jsonl_path.open("a") if self.primary else open(os.devnull, "w")
+        self.last_save = time.monotonic()
+
+    @property
+    def best(self) -> float | None:
+        return self.meta["best"]
+
+    def _resume(self) -> int:
+        """Restores the newest good checkpoint (state and counters); the step to continue from."""
+        if self.ckpt.latest_step() is None:
+            return 0
+        self.state, saved = _restore_newest_good(self.ckpt, self.state, self.desc)
+        self.meta.update({k: v for k, v in saved.items() if k in self.meta})
         step = int(saved["step"])
-        log.info("%s: resumed from %s at step %d", desc, workdir / "ckpt", step)
-    primary = jax.process_index() == 0  # several processes: only process 0 writes files
-    if primary:
-        _trim_jsonl(jsonl_path, step)
-    jsonl = jsonl_path.open("a") if primary else open(os.devnull, "w")
-    best_path = workdir / best_file
+        log.info("%s: resumed from %s at step %d", self.desc, self.workdir / "ckpt", step)
+        return step
 
-    def write(row: dict[str, Any]) -> None:
-        jsonl.write(json.dumps(json_safe(row)) + "\n")
-        jsonl.flush()
+    def close(self) -> None:
+        self.jsonl.close()
+        self.ckpt.close()
 
-    def save(step: int) -> None:
-        ckpt.save(step, state, metadata=meta, force=True)
-        nonlocal last_save
-        last_save = time.monotonic()
+    def write(self, row: dict[str, Any]) -> None:
+        self.jsonl.write(json.dumps(json_safe(row)) + "\n")
+        self.jsonl.flush()
 
-    def validate(step: int) -> None:
-        values = evaluate(state)
+    def save(self) -> None:
+        self.ckpt.save(self.step, self.state, metadata=self.meta, force=True)
+        self.last_save = time.monotonic()
+
+    def epoch(self, step_fn: StepFn, batches: BatchesFn, bar: Progress, interrupted) -> None:
+        """Steps through the current epoch's remaining batches (to its end, the end of the run,
+        or an early stop)."""
+        epoch, offset = divmod(self.step, self.cfg.steps_per_epoch)
+        seen = 0
+        for batch in batches(epoch, offset):
+            seen += 1
+            if self.train_step(step_fn, batch, bar, interrupted):
+                break
+        if not seen:
+            raise ValueError(
+                f"{self.desc}: the batches of epoch {epoch} from index {offset} are empty "
+                f"(steps_per_epoch={self.cfg.steps_per_epoch} is too large)"
+            )
+
+    def train_step(self, step_fn: StepFn, batch, bar: Progress, interrupted) -> bool:
+        """One step, then its log, evaluation and checkpoint as due; True when the epoch ends
+        here (its last batch, the end of the run or an early stop)."""
+        cfg = self.cfg
+        self.state, out = step_fn(self.state, batch, self.step)
+        self.step += 1
+        step = self.step
+        self.pending.append((step, out))
+        at_eval = self.evaluate_fn is not None and (
+            step % cfg.eval_period == 0 or step == cfg.total_steps
+        )
+        at_end = step >= cfg.total_steps
+        if step % cfg.log_every == 0 or at_eval or at_end or interrupted["set"]:
+            mean = self.flush_metrics()
+            bar.update(0, **({"loss": mean["loss"]} if "loss" in mean else {}))
+        bar.update(1)
+        if at_eval:
+            self.validate()
+        if at_eval or at_end or interrupted["set"] or self._checkpoint_due():
+            self.save()
+        if interrupted["set"]:
+            self.ckpt.wait()
+            raise Interrupted(step, self.workdir)
+        return self.meta["stopped"] or at_end or step % cfg.steps_per_epoch == 0
+
+    def _checkpoint_due(self) -> bool:
+        cfg = self.cfg
+        periodic = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+        timed = cfg.checkpoint_seconds and (
+            time.monotonic() - self.last_save >= cfg.checkpoint_seconds
+        )
+        return bool(periodic or timed)
+
+    def validate(self) -> None:
+        """Evaluates, tracks the best metric (saving the best state) and early stopping."""
+        step, meta, metric = self.step, self.meta, self.metric
+        values = self.evaluate_fn(self.state)
         if metric not in values:
-            raise KeyError(f"{desc}: evaluate() returned {sorted(values)}; no {metric!r}")
+            raise KeyError(f"{self.desc}: evaluate() returned {sorted(values)}; no {metric!r}")
         value = math.nan if values[metric] is None else float(values[metric])
-        improved = math.isfinite(value) and (meta["best"] is None or value > meta["best"])
-        if improved:
+        if math.isfinite(value) and (meta["best"] is None or value > meta["best"]):
             meta.update(best=value, best_step=step, bad_evals=0)
-            if best is not None and primary:
-                checkpoint.save_params(best_path, jax.device_get(best(state)))
+            if self.best_fn is not None and self.primary:
+                checkpoint.save_params(self.best_path, jax.device_get(self.best_fn(self.state)))
         elif step > 0:
             meta["bad_evals"] += 1
-            meta["stopped"] = bool(cfg.patience) and meta["bad_evals"] >= cfg.patience
-        write({"step": step, "epoch": step / cfg.steps_per_epoch, "val": values,
-               "best_step": meta["best_step"]})  # fmt: skip
+            meta["stopped"] = bool(self.cfg.patience) and meta["bad_evals"] >= self.cfg.patience
+        self.write({"step": step, "epoch": step / self.cfg.steps_per_epoch, "val": values,
+                    "best_step": meta["best_step"]})  # fmt: skip
         log.info(
             "%s: step %d val %s %.4f (best %s at step %d)",
-            desc, step, metric, value, _fmt(meta["best"]), meta["best_step"],
+            self.desc, step, metric, value, _fmt(meta["best"]), meta["best_step"],
         )  # fmt: skip
 
-    pending: list[tuple[int, dict]] = []
-
-    def flush_metrics() -> dict[str, float]:
+    def flush_metrics(self) -> dict[str, float]:
         """Fetches the pending step metrics (one host sync), checks them, logs their mean."""
-        if not pending:
+        if not self.pending:
             return {}
-        steps = [s for s, _ in pending]
-        host = jax.device_get([m for _, m in pending])
-        pending.clear()
+        steps = [s for s, _ in self.pending]
+        host = jax.device_get([m for _, m in self.pending])
+        self.pending.clear()
         losses = np.array([np.asarray(m.get("loss", 0.0), np.float64).sum() for m in host])
         if not np.isfinite(losses).all():
             bad = steps[int(np.argmin(np.isfinite(losses)))]
             raise NonFiniteLossError(
-                f"{desc}: non-finite loss {losses.tolist()} in steps {steps[0]}..{steps[-1]} "
-                f"(first at step {bad}); the last checkpoint ({ckpt.latest_step()}) is intact"
+                f"{self.desc}: non-finite loss {losses.tolist()} in steps {steps[0]}..{steps[-1]} "
+                f"(first at step {bad}); the last checkpoint ({self.ckpt.latest_step()}) is intact"
             )
         mean = scalars(jax.tree.map(lambda *x: np.mean(np.stack(x), 0), *host))
-        write({"step": steps[-1], "epoch": steps[-1] / cfg.steps_per_epoch, "train": mean})
+        self.write(
+            {"step": steps[-1], "epoch": steps[-1] / self.cfg.steps_per_epoch, "train": mean}
+        )
         return mean
-
-    last_save = time.monotonic()
-    bar = Progress(
-        cfg.total_steps, desc, initial=step, enabled=progress, seconds=cfg.progress_seconds
-    )
-    try:
-        with _sigint_flag() as interrupted:
-            if step == 0 and evaluate is not None and cfg.eval_at_start and meta["best"] is None:
-                validate(0)
-            while step < cfg.total_steps and not meta["stopped"]:
-                epoch, offset = divmod(step, cfg.steps_per_epoch)
-                seen = 0
-                for batch in batches(epoch, offset):
-                    seen += 1
-                    state, out = step_fn(state, batch, step)
-                    step += 1
-                    pending.append((step, out))
-                    at_eval = evaluate is not None and (
-                        step % cfg.eval_period == 0 or step == cfg.total_steps
-                    )
-                    at_end = step >= cfg.total_steps
-                    if step % cfg.log_every == 0 or at_eval or at_end or interrupted["set"]:
-                        mean = flush_metrics()
-                        bar.update(0, **({"loss": mean["loss"]} if "loss" in mean else {}))
-                    bar.update(1)
-                    if at_eval:
-                        validate(step)
-                    timed = cfg.checkpoint_seconds and (
-                        time.monotonic() - last_save >= cfg.checkpoint_seconds
-                    )
-                    periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-                    if at_eval or at_end or periodic or timed or interrupted["set"]:
-                        save(step)
-                    if interrupted["set"]:
-                        ckpt.wait()
-                        raise Interrupted(step, workdir)
-                    if meta["stopped"] or at_end or (step % cfg.steps_per_epoch == 0):
-                        break
-                if not seen:
-                    raise ValueError(
-                        f"{desc}: the batches of epoch {epoch} from index {offset} are empty "
-                        f"(steps_per_epoch={cfg.steps_per_epoch} is too large)"
-                    )
-            flush_metrics()
-            if ckpt.latest_step() != step:
-                save(step)
-    finally:
-        bar.close()
-        jsonl.close()
-        ckpt.close()
-    if curves and primary:
-        write_curves(jsonl_path, workdir, title=desc)
-    return FitResult(
-        state=state,
-        step=step,
-        best_metric=meta["best"],
-        best_step=meta["best_step"],
-        stopped_early=bool(meta["stopped"]),
-        seconds=time.perf_counter() - t_start,
-    )
 
 
 # ------------------------------------------------------------------------------------ curves

@@ -71,6 +71,32 @@ def _bucketize(values, edges, strength, rng, num_buckets):
     return (b + 1).astype(np.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Effects:
+    """The ground-truth effect tables (what ``info["effects"]`` reports)."""
+
+    user_u2: np.ndarray  # [U, 2] (click, purchase) effect per user
+    item_i2: np.ndarray  # [I, 2] per item (related tasks, not identical)
+    cat_dc2: np.ndarray  # [D, C, 2] per (domain, category)
+    dom_w_d32: np.ndarray  # [D, (user, item, price), 2] domain weights of the effects
+    dom_bias_d2: np.ndarray  # [D, 2]
+    item_cat_i: np.ndarray  # [I] category of each item
+    item_price_i: np.ndarray  # [I]
+    user_pop_u: np.ndarray  # [U] sampling probabilities
+    item_pop_i: np.ndarray  # [I]
+
+    def as_info(self) -> dict[str, np.ndarray]:
+        return dict(
+            user=self.user_u2,
+            item=self.item_i2,
+            category=self.cat_dc2,
+            domain_weight=self.dom_w_d32,
+            domain_bias=self.dom_bias_d2,
+            item_category=self.item_cat_i,
+            item_price=self.item_price_i,
+        )
+
+
 def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> MDMTDataset:
     """Generates the synthetic MDMT benchmark.
 
@@ -85,107 +111,106 @@ def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> MDMTDatas
         the effect tables and the config.
     """
     cfg = dataclasses.replace(cfg or SyntheticConfig(), **overrides)
-    rng = np.random.default_rng(cfg.seed)
-    nd = len(cfg.domain_probs)
-    # Ground-truth effects. Domain-specific: the weight of user/item/category effects per domain.
-    user_vec = rng.normal(size=(cfg.num_users, 2)).astype(np.float32)  # (click, purchase) effects
-    item_vec = rng.normal(size=(cfg.num_items, 2)).astype(np.float32)
-    item_vec[:, 1] = 0.6 * item_vec[:, 0] + 0.8 * item_vec[:, 1]  # related tasks, not identical
-    cat_eff = rng.normal(scale=0.7, size=(nd, cfg.num_categories, 2)).astype(np.float32)
-    dom_w = rng.uniform(0.5, 1.5, size=(nd, 3, 2)).astype(np.float32)  # [d, (user,item,price), t]
-    dom_bias = rng.normal(scale=0.4, size=(nd, 2)).astype(np.float32)
-    item_cat = rng.integers(0, cfg.num_categories, cfg.num_items)
-    item_price = rng.normal(size=cfg.num_items).astype(np.float32)
-    user_pop = rng.dirichlet(np.full(cfg.num_users, 2.0))
-    item_pop = rng.dirichlet(np.full(cfg.num_items, 0.7))
-
-    def logits(user, item, domain):
-        cat = item_cat[item]
-        w = dom_w[domain]  # [N, 3, T]
-        z = (
-            w[:, 0] * user_vec[user]
-            + w[:, 1] * item_vec[item]
-            + cat_eff[domain, cat]
-            + dom_bias[domain]
-            + np.array([cfg.click_bias, cfg.purchase_bias], np.float32)
-        )
-        z[:, 1] -= w[:, 2, 1] * 0.5 * item_price[item]  # dearer items are bought less
-        return z  # [N, 2] click logit, purchase-given-click logit
-
-    def sample(n, s_rng):
-        domain = s_rng.choice(nd, size=n, p=cfg.domain_probs).astype(np.int32)
-        user = s_rng.choice(cfg.num_users, size=n, p=user_pop)
-        item = s_rng.choice(cfg.num_items, size=n, p=item_pop)
-        z = logits(user, item, domain)
-        p_click, p_buy_given_click = _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
-        click = s_rng.random(n) < p_click
-        buy = click & (s_rng.random(n) < p_buy_given_click)
-        return dict(
-            domain=domain,
-            user=user,
-            item=item,
-            z=z,
-            click=click,
-            buy=buy,
-            oracle=np.stack([p_click, p_click * p_buy_given_click], 1),
-        )
-
+    eff = _draw_effects(cfg, np.random.default_rng(cfg.seed))
     sizes = dict(train=cfg.num_train, val=cfg.num_val, test=cfg.num_test, test_ood=cfg.num_test_ood)
     raw = {
-        name: sample(n, np.random.default_rng((cfg.seed, i + 1)))
+        name: _sample_rows(cfg, eff, n, np.random.default_rng((cfg.seed, i + 1)))
         for i, (name, n) in enumerate(sizes.items())
     }
     qs = np.linspace(0, 1, cfg.num_buckets + 1)[1:-1]
-    z_edges = np.quantile(raw["train"]["z"][:, 0], qs)
-    item_edges = np.quantile(item_vec[:, 0], qs)
-    splits, oracle = {}, {}
-    for i, (name, r) in enumerate(raw.items()):
-        s_rng = np.random.default_rng((cfg.seed, 100 + i))
-        strength = cfg.ood_strength if name == "test_ood" else cfg.spurious_strength
-        n = r["domain"].shape[0]
-        sp_bucket = _bucketize(r["z"][:, 0], z_edges, strength, s_rng, cfg.num_buckets)
-        sp_item = _bucketize(item_vec[r["item"], 0], item_edges, strength, s_rng, cfg.num_buckets)
-        price = item_price[r["item"]]
-        sp_dense = strength * item_vec[r["item"], 0] + np.sqrt(
-            1 - strength**2 + 0.1
-        ) * s_rng.normal(size=n)
-        sparse = np.stack(
-            [r["user"] + 1, r["item"] + 1, item_cat[r["item"]] + 1, sp_bucket, sp_item], 1
-        ).astype(np.int32)
-        dense = np.stack([price, sp_dense], 1).astype(np.float32)
-        labels = np.stack([r["click"], r["buy"]], 1).astype(np.float32)
-        splits[name] = MDMTSplit(sparse, dense, r["domain"], labels)
-        oracle[name] = r["oracle"].astype(np.float32)
-    schema = MDMTSchema(
+    edges = (np.quantile(raw["train"]["z"][:, 0], qs), np.quantile(eff.item_i2[:, 0], qs))
+    splits = {
+        name: _observe(cfg, eff, r, edges, _strength(cfg, name), (cfg.seed, 100 + i))
+        for i, (name, r) in enumerate(raw.items())
+    }
+    oracle = {name: r["oracle"].astype(np.float32) for name, r in raw.items()}
+    return MDMTDataset(_schema(cfg), splits, _info(cfg, eff, oracle)).validate()
+
+
+def _strength(cfg: SyntheticConfig, split: str) -> float:
+    return cfg.ood_strength if split == "test_ood" else cfg.spurious_strength
+
+
+def _draw_effects(cfg: SyntheticConfig, rng: np.random.Generator) -> _Effects:
+    """Ground-truth effects; domain-specific: the weight of user/item/price effects per domain."""
+    nd = len(cfg.domain_probs)
+    user_u2 = rng.normal(size=(cfg.num_users, 2)).astype(np.float32)
+    item_i2 = rng.normal(size=(cfg.num_items, 2)).astype(np.float32)
+    item_i2[:, 1] = 0.6 * item_i2[:, 0] + 0.8 * item_i2[:, 1]  # related tasks, not identical
+    return _Effects(
+        user_u2=user_u2,
+        item_i2=item_i2,
+        cat_dc2=rng.normal(scale=0.7, size=(nd, cfg.num_categories, 2)).astype(np.float32),
+        dom_w_d32=rng.uniform(0.5, 1.5, size=(nd, 3, 2)).astype(np.float32),
+        dom_bias_d2=rng.normal(scale=0.4, size=(nd, 2)).astype(np.float32),
+        item_cat_i=rng.integers(0, cfg.num_categories, cfg.num_items),
+        item_price_i=rng.normal(size=cfg.num_items).astype(np.float32),
+        user_pop_u=rng.dirichlet(np.full(cfg.num_users, 2.0)),
+        item_pop_i=rng.dirichlet(np.full(cfg.num_items, 0.7)),
+    )
+
+
+def _true_logits(cfg, eff: _Effects, user_n, item_n, domain_n) -> np.ndarray:
+    """[N, 2] click logit and purchase-given-click logit."""
+    w_n32 = eff.dom_w_d32[domain_n]
+    z_n2 = (
+        w_n32[:, 0] * eff.user_u2[user_n]
+        + w_n32[:, 1] * eff.item_i2[item_n]
+        + eff.cat_dc2[domain_n, eff.item_cat_i[item_n]]
+        + eff.dom_bias_d2[domain_n]
+        + np.array([cfg.click_bias, cfg.purchase_bias], np.float32)
+    )
+    z_n2[:, 1] -= w_n32[:, 2, 1] * 0.5 * eff.item_price_i[item_n]  # dearer items: bought less
+    return z_n2
+
+
+def _sample_rows(cfg, eff: _Effects, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Causal fields, logits, labels and oracle probabilities of ``n`` rows of one split."""
+    domain = rng.choice(len(cfg.domain_probs), size=n, p=cfg.domain_probs).astype(np.int32)
+    user = rng.choice(cfg.num_users, size=n, p=eff.user_pop_u)
+    item = rng.choice(cfg.num_items, size=n, p=eff.item_pop_i)
+    z = _true_logits(cfg, eff, user, item, domain)
+    p_click, p_buy_given_click = _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
+    click = rng.random(n) < p_click
+    buy = click & (rng.random(n) < p_buy_given_click)
+    oracle = np.stack([p_click, p_click * p_buy_given_click], 1)
+    return dict(domain=domain, user=user, item=item, z=z, click=click, buy=buy, oracle=oracle)
+
+
+def _observe(cfg, eff: _Effects, r, edges, strength: float, seed) -> MDMTSplit:
+    """One split's observed fields: the causal ids and the spurious fields at ``strength``."""
+    rng = np.random.default_rng(seed)
+    z_edges, item_edges = edges
+    item_eff_n = eff.item_i2[r["item"], 0]
+    sp_bucket = _bucketize(r["z"][:, 0], z_edges, strength, rng, cfg.num_buckets)
+    sp_item = _bucketize(item_eff_n, item_edges, strength, rng, cfg.num_buckets)
+    noise_n = rng.normal(size=r["domain"].shape[0])
+    sp_dense = strength * item_eff_n + np.sqrt(1 - strength**2 + 0.1) * noise_n
+    ids = (r["user"] + 1, r["item"] + 1, eff.item_cat_i[r["item"]] + 1, sp_bucket, sp_item)
+    sparse = np.stack(ids, 1).astype(np.int32)
+    dense = np.stack([eff.item_price_i[r["item"]], sp_dense], 1).astype(np.float32)
+    labels = np.stack([r["click"], r["buy"]], 1).astype(np.float32)
+    return MDMTSplit(sparse, dense, r["domain"], labels)
+
+
+def _schema(cfg: SyntheticConfig) -> MDMTSchema:
+    vocab = (cfg.num_users, cfg.num_items, cfg.num_categories, cfg.num_buckets, cfg.num_buckets)
+    return MDMTSchema(
         sparse_names=CAUSAL_SPARSE + SPURIOUS_SPARSE,
-        sparse_vocab=(
-            cfg.num_users + 1,
-            cfg.num_items + 1,
-            cfg.num_categories + 1,
-            cfg.num_buckets + 1,
-            cfg.num_buckets + 1,
-        ),
+        sparse_vocab=tuple(v + 1 for v in vocab),  # id 0 = padding
         dense_names=("price", "sp_dense"),
-        domain_names=tuple(f"domain_{d}" for d in range(nd)),
+        domain_names=tuple(f"domain_{d}" for d in range(len(cfg.domain_probs))),
         task_names=("click", "purchase"),
     )
-    info = dict(
+
+
+def _info(cfg: SyntheticConfig, eff: _Effects, oracle: dict[str, np.ndarray]) -> dict:
+    return dict(
         name="synthetic",
         config=dataclasses.asdict(cfg),
         causal_fields=CAUSAL_SPARSE + ("price",),
         spurious_fields=SPURIOUS_SPARSE + ("sp_dense",),
-        spurious_strength={
-            n: (cfg.ood_strength if n == "test_ood" else cfg.spurious_strength) for n in splits
-        },
+        spurious_strength={name: _strength(cfg, name) for name in oracle},
         oracle_probs=oracle,
-        effects=dict(
-            user=user_vec,
-            item=item_vec,
-            category=cat_eff,
-            domain_weight=dom_w,
-            domain_bias=dom_bias,
-            item_category=item_cat,
-            item_price=item_price,
-        ),
+        effects=eff.as_info(),
     )
-    return MDMTDataset(schema, splits, info).validate()
