@@ -109,10 +109,18 @@ def load_checked(
         if inapplicable and len(inapplicable) == len(cfg.runs):  # must apply to some row
             raise ValueError(f"run_overrides apply to no run: {next(iter(inapplicable.values()))}")
     if check_paths:
-        missing = [f"{field}={path}" for field, path in _paths_of(cfg) if not Path(path).exists()]
+        missing = [f"{field}={path}" for field, path in _paths_of(cfg) if not _exists(path)]
         if missing:
             raise FileNotFoundError(f"{spec}: paths not found: {', '.join(missing)}")
     return cfg
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists; a name the OS refuses (too long, a null byte) does not."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _unused_fields(cfg) -> dict[str, str]:

@@ -59,6 +59,7 @@ __all__ = [
     "check_choice",
     "accepted_kwargs",
     "UnknownNameError",
+    "ConfigFileError",
 ]
 
 _MISSING = object()
@@ -70,6 +71,23 @@ class UnknownNameError(ValueError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be executed, or whose ``get_config`` fails with an error that is
+    not a config error (``ValueError``/``TypeError``/``FileNotFoundError``): names the file and
+    the ``arg``; the original error is chained (``jaxrec -v`` shows its traceback)."""
+
+
+# Errors a literal parser may raise on hostile text: deep nesting (RecursionError, MemoryError),
+# unhashable keys ({[1]: 2}: TypeError), null bytes and bad syntax (ValueError, SyntaxError).
+_LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, RecursionError, MemoryError)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``repr(text)``, cut to ``limit`` characters (a huge value stays readable in a message)."""
+    r = repr(text)
+    return r if len(r) <= limit else f"{r[: limit - 10]}...' ({len(text)} chars)"
 
 
 def accepted_kwargs(fn: Callable[..., Any]) -> set[str] | None:
@@ -287,8 +305,16 @@ def load_module(path: str | os.PathLike) -> types.ModuleType:
     key = (str(file), file.stat().st_mtime_ns)
     if key not in _MODULES:
         module_spec = importlib.util.spec_from_file_location(f"_jaxrec_config_{file.stem}", file)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigFileError(f"config file {path} is not a Python file (FILE.py[:tokens])")
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            where = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
+            raise ConfigFileError(
+                f"config file {path} failed to load{where}: {type(e).__name__}: {e}"
+            ) from e
         _MODULES[key] = module
     return _MODULES[key]
 
@@ -296,10 +322,19 @@ def load_module(path: str | os.PathLike) -> types.ModuleType:
 def load_config(spec: str, overrides: Sequence[str] = ()) -> Any:
     """Loads ``path.py[:arg]`` by calling its ``get_config(arg)``, then applies ``overrides``."""
     path, _, arg = spec.partition(":")
+    if not path.strip():
+        raise ValueError(f"config {spec!r} names no file (FILE.py[:tokens])")
     module = load_module(path)
-    if not hasattr(module, "get_config"):
+    if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"{path} defines no get_config(arg)")
-    cfg = module.get_config(arg or None)
+    try:
+        cfg = module.get_config(arg or None)
+    except (ValueError, TypeError, FileNotFoundError):
+        raise  # config errors: their messages name the token and value
+    except Exception as e:
+        raise ConfigFileError(
+            f"{path}: get_config({arg or None!r}) failed: {type(e).__name__}: {e}"
+        ) from e
     if not dataclasses.is_dataclass(cfg):
         raise TypeError(f"{path}:get_config returned {type(cfg).__name__}, expected a dataclass")
     return apply_overrides(cfg, overrides)
@@ -327,9 +362,12 @@ def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            raise ValueError(f"override {_short(item)} is not of the form key=value")
         node = tree
         parts = key.split(".")
+        if not all(p.strip() for p in parts):
+            raise ValueError(f"override {_short(item)}: key {key!r} has an empty name between dots")
+        parts = [p.strip() for p in parts]
         for j, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -371,14 +409,23 @@ def _apply_tree(obj: Any, tree: dict[str, Any], prefix: str) -> Any:
             changes[head] = _apply_dict(current, sub, full)
         else:
             changes[head] = _apply_tree(current, sub, full)
-    return dataclasses.replace(obj, **changes)
+    try:
+        return dataclasses.replace(obj, **changes)
+    except (ValueError, TypeError):
+        raise  # the config's own checks: their messages name the field
+    except Exception as e:  # a check that crashed on an unexpected value
+        shown = ", ".join(f"{prefix + '.' if prefix else ''}{k}={v!r}" for k, v in changes.items())
+        raise ValueError(f"{type(obj).__name__} rejects {shown}: {type(e).__name__}: {e}") from e
 
 
 def _apply_dict(current: Mapping[str, Any], tree: dict[str, Any], prefix: str) -> dict[str, Any]:
     out = dict(current)
     for k, sub in tree.items():
         if isinstance(sub, _Raw):
-            out[k] = _literal(sub.text)
+            try:
+                out[k] = _literal(sub.text)
+            except ValueError as e:
+                raise ValueError(f"bad value for {prefix + '.' + k!r}: {e}") from None
         elif isinstance(out.get(k), Mapping):
             out[k] = _apply_dict(out[k], sub, f"{prefix}.{k}")
         else:
@@ -404,12 +451,12 @@ def parse_value(raw: str, tp: Any) -> Any:
                 return parse_value(raw, option)
             except (ValueError, TypeError) as e:
                 errors.append(str(e))
-        raise ValueError(f"{raw!r} matches none of {tp}: {errors}")
+        raise ValueError(f"{_short(raw)} matches none of {tp}: {errors}")
     if origin is typing.Literal:
         for option in args:
             if str(option) == raw:
                 return option
-        raise ValueError(f"{raw!r} is not one of {list(args)}")
+        raise ValueError(f"{_short(raw)} is not one of {list(args)}")
     if origin in (dict, Mapping) or tp is dict:
         value = _dict_literal(raw)
         if not isinstance(value, dict):
@@ -420,9 +467,9 @@ def parse_value(raw: str, tp: Any) -> Any:
         if text.startswith(("(", "[")):
             try:
                 items = [str(x) for x in ast.literal_eval(text)]
-            except (SyntaxError, ValueError) as e:
+            except _LITERAL_ERRORS as e:
                 raise ValueError(
-                    f"{raw!r} is not a Python literal list/tuple; write the items "
+                    f"{_short(raw)} is not a Python literal list/tuple; write the items "
                     f"comma-separated without brackets (a,b,c) or as quoted literals ('a', 'b')"
                 ) from e
         else:
@@ -431,7 +478,7 @@ def parse_value(raw: str, tp: Any) -> Any:
             elem_types = [args[0]] * len(items)
         elif args:
             if len(args) != len(items):
-                raise ValueError(f"{raw!r} needs {len(args)} items")
+                raise ValueError(f"{_short(raw)} needs {len(args)} items")
             elem_types = list(args)
         else:
             elem_types = [Any] * len(items)
@@ -442,11 +489,17 @@ def parse_value(raw: str, tp: Any) -> Any:
             return True
         if low in ("false", "0", "no", "off"):
             return False
-        raise ValueError(f"{raw!r} is not a boolean")
+        raise ValueError(f"{_short(raw)} is not a boolean")
     if tp is int:
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{_short(raw)} is not an integer") from None
     if tp is float:
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{_short(raw)} is not a number") from None
     if tp is str:
         return raw
     if tp is type(None):
@@ -459,19 +512,24 @@ def parse_value(raw: str, tp: Any) -> Any:
 def _dict_literal(raw: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError) as e:
-        raise ValueError(f"{raw!r} is not JSON or a Python literal") from e
+    except _LITERAL_ERRORS as e:
+        raise ValueError(f"{_short(raw)} is not JSON or a Python literal ({e})") from None
 
 
 def _literal(raw: str) -> Any:
+    """A Python literal, else the text itself; text that is a literal's shape but cannot be one
+    (unhashable dict keys, nesting too deep) is a ``ValueError``."""
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         return raw
+    except (TypeError, RecursionError, MemoryError) as e:
+        why = f"{type(e).__name__}: {e}"
+        raise ValueError(f"{_short(raw)} is not a usable literal ({why})") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
