@@ -204,7 +204,7 @@ def bench_estimators(dim, *, rows=4096, num_f=3, probes=32, repeats=5, groups=8)
 
     key = jax.random.key(0)
     x = jax.random.normal(key, (rows, dim)).at[:, 1].add(0.8 * jax.random.normal(key, (rows,)))
-    z_knd = stable.rff_features_knd(x, jax.random.key(1), num_f)
+    z_knd = stable.rff_features(x, jax.random.key(1), num_f)
     logits = jnp.zeros((rows,))
     g_dg = hsic.group_onehot(dim, groups)
     uniform = jnp.full((rows,), 1.0 / rows)

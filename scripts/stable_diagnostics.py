@@ -89,7 +89,7 @@ def wcorr(a_n2: np.ndarray, w_n: np.ndarray) -> float:
 def planted_share(x: np.ndarray, key) -> float:
     """Share of the planted pair (0, 1) in StableNet's all-pairs loss, uniform weights."""
     n = x.shape[0]
-    z = stable.rff_features_knd(jnp.asarray(x), key, 3)
+    z = stable.rff_features(jnp.asarray(x), key, 3)
     p = jnp.full((n,), 1.0 / n)
     c = jnp.einsum("knd,kne->kde", z * p[None, :, None], z)
     mu = jnp.einsum("n,knd->kd", p, z)

@@ -2,6 +2,9 @@
 
 References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation, AAAI 2026);
 StableNet (Deep Stable Learning for OOD Generalization, CVPR 2021).
+
+One memory layout throughout: RFF features are ``z_knd`` [K, N, D] (RFF index first), as
+:func:`rff_features` returns them and every HSIC function takes them.
 """
 
 from jaxrec.stable.hsic import (
@@ -15,7 +18,7 @@ from jaxrec.stable.hsic import (
     weighted_cov,
     weighted_hsic,
 )
-from jaxrec.stable.rff import fast_cos, rff_apply, rff_draws, rff_features, rff_features_knd
+from jaxrec.stable.rff import fast_cos, rff_apply, rff_draws, rff_features
 from jaxrec.stable.weights import (
     StableConfig,
     WeightMemory,
@@ -43,7 +46,6 @@ __all__ = [
     "rff_apply",
     "rff_draws",
     "rff_features",
-    "rff_features_knd",
     "screen_pairs",
     "weighted_corr",
     "weighted_cov",

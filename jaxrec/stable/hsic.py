@@ -1,5 +1,8 @@
 """Weighted covariance and weighted RFF-HSIC over all pairs of feature dimensions.
 
+Every function takes RFF features in one layout, ``z_knd`` [K, N, D] (RFF index first, as
+:func:`jaxrec.stable.rff_features` returns them: the per-index covariances need no transpose).
+
 Both HSIC forms treat every scalar feature dimension as one variable and sum the dependence over
 all ordered pairs of distinct dimensions with one matrix product (no loop over pairs):
 
@@ -53,11 +56,11 @@ def weighted_cov(x_nd: jax.Array, p_n: jax.Array) -> jax.Array:
     return (x_nd * p_n[:, None]).T @ x_nd - jnp.outer(mu_d, mu_d)
 
 
-def hsic_stablenet(z_ndk: jax.Array, p_n: jax.Array) -> jax.Array:
+def hsic_stablenet(z_knd: jax.Array, p_n: jax.Array) -> jax.Array:
     """StableNet's all-pairs weighted-covariance loss, one batched matmul over RFF indices.
 
     Args:
-        z_ndk: RFF features [N, D, K].
+        z_knd: RFF features [K, N, D] (the layout of :func:`jaxrec.stable.rff_features`).
         p_n: [N] weights summing to 1 (0 on rows to ignore).
 
     Returns:
@@ -65,11 +68,6 @@ def hsic_stablenet(z_ndk: jax.Array, p_n: jax.Array) -> jax.Array:
 
     References: StableNet (CVPR 2021).
     """
-    return hsic_stablenet_knd(jnp.transpose(z_ndk, (2, 0, 1)), p_n)
-
-
-def hsic_stablenet_knd(z_knd: jax.Array, p_n: jax.Array) -> jax.Array:
-    """:func:`hsic_stablenet` on RFF features laid out [K, N, D]."""
     mu_kd = jnp.einsum("n,knd->kd", p_n, z_knd)
     c_kde = jnp.einsum("knd,kne->kde", z_knd * p_n[None, :, None], z_knd)
     c_kde = c_kde - mu_kd[:, :, None] * mu_kd[:, None, :]
@@ -77,15 +75,15 @@ def hsic_stablenet_knd(z_knd: jax.Array, p_n: jax.Array) -> jax.Array:
     return jnp.sum(c_kde**2) - jnp.sum(diag_kd**2)
 
 
-def hsic_paper(z_ndk: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None) -> jax.Array:
+def hsic_paper(z_knd: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None) -> jax.Array:
     """SAF's weighted RFF-HSIC summed over all ordered pairs of distinct dimensions.
 
     With mean-1 weights ``w = n p`` over the n valid rows,
     ``1/n^2 (H diag(w) Z_A)^T (H Z_B) = sum_i p_i z_Ai (z_Bi - mean z_B)^T``; all pairs come from
-    one [DK, N] x [N, DK] product whose [K, K] blocks are squared and summed.
+    one [N, KD] x [N, KD] product whose [K, K] blocks are squared and summed.
 
     Args:
-        z_ndk: RFF features [N, D, K].
+        z_knd: RFF features [K, N, D] (the layout of :func:`jaxrec.stable.rff_features`).
         p_n: [N] weights summing to 1 (0 on rows to ignore).
         valid_n: [N] 0/1 rows entering the centering H (default: all).
 
@@ -94,11 +92,6 @@ def hsic_paper(z_ndk: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = Non
 
     References: SAF (AAAI 2026).
     """
-    return hsic_paper_knd(jnp.transpose(z_ndk, (2, 0, 1)), p_n, valid_n)
-
-
-def hsic_paper_knd(z_knd: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None):
-    """:func:`hsic_paper` on RFF features laid out [K, N, D]."""
     k, n, d = z_knd.shape
     z_nf = jnp.transpose(z_knd, (1, 0, 2)).reshape(n, k * d)
     v_n = jnp.ones((n,), z_nf.dtype) if valid_n is None else valid_n.astype(z_nf.dtype)
@@ -109,20 +102,26 @@ def hsic_paper_knd(z_knd: jax.Array, p_n: jax.Array, valid_n: jax.Array | None =
 
 
 def weighted_hsic(
-    z_ndk: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None, form: HSICForm = "paper"
-) -> jax.Array:
-    """Dispatches to :func:`hsic_paper` or :func:`hsic_stablenet` (z [N, D, K])."""
-    return weighted_hsic_knd(jnp.transpose(z_ndk, (2, 0, 1)), p_n, valid_n, form)
-
-
-def weighted_hsic_knd(
     z_knd: jax.Array, p_n: jax.Array, valid_n: jax.Array | None = None, form: HSICForm = "paper"
 ) -> jax.Array:
-    """:func:`weighted_hsic` on RFF features laid out [K, N, D]."""
+    """Weighted RFF-HSIC of the columns of ``z_knd``: :func:`hsic_paper` or :func:`hsic_stablenet`.
+
+    Args:
+        z_knd: RFF features laid out [K, N, D] (RFF index first, as
+            :func:`jaxrec.stable.rff_features` returns them).
+        p_n: [N] weights summing to 1 (0 on rows to ignore).
+        valid_n: [N] 0/1 rows entering the centering (``"paper"`` only; default: all).
+        form: ``"paper"`` (SAF) or ``"stablenet"``.
+
+    Returns:
+        scalar HSIC.
+
+    References: SAF (AAAI 2026); StableNet (CVPR 2021).
+    """
     if form == "paper":
-        return hsic_paper_knd(z_knd, p_n, valid_n)
+        return hsic_paper(z_knd, p_n, valid_n)
     if form == "stablenet":
-        return hsic_stablenet_knd(z_knd, p_n)
+        return hsic_stablenet(z_knd, p_n)
     raise ValueError(f"hsic form must be 'paper' or 'stablenet', got {form!r}")
 
 
@@ -162,7 +161,7 @@ def hsic_pairs_knd(
     For each RFF index k the weighted covariance ``C_k`` of the columns (or, with ``normalize``,
     their weighted correlation ``R_k``) is formed; the statistic of a pair of distinct groups
     (g, h) is ``S_gh = sum_k ||C_k[g, h]||_F^2`` (the HSIC of the two groups' RFF maps). With
-    every column its own group and no floor this is :func:`hsic_stablenet_knd` exactly.
+    every column its own group and no floor this is :func:`hsic_stablenet` exactly.
 
     Noise floor. Under independence each entry of ``C_k`` is an average of N weighted products
     and carries sampling noise of variance ``v_d v_e sum_i p_i^2`` (v: the weighted variances),

@@ -13,7 +13,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fast_cos", "rff_apply", "rff_draws", "rff_features", "rff_features_knd", "RFFKind"]
+__all__ = ["fast_cos", "rff_apply", "rff_draws", "rff_features", "RFFKind"]
 
 RFFKind = Literal["paper", "stablenet"]
 
@@ -47,6 +47,9 @@ def rff_features(
     columns, ``b`` per (column, feature), the pre-activations min-max rescaled across the columns
     of each sample to ``[0, pi/2]``, and ``z = sqrt(2/n_x) (cos + sin)``.
 
+    Layout: RFF index first, ``z_knd`` [n_x, N, D] (the layout every function of
+    :mod:`jaxrec.stable.hsic` takes: the per-index covariances need no transpose).
+
     Args:
         x_nd: features [N, D].
         key: typed PRNG key.
@@ -54,18 +57,10 @@ def rff_features(
         kind: ``"paper"`` or ``"stablenet"``.
 
     Returns:
-        z_ndk float32 [N, D, n_x].
+        z_knd float32 [n_x, N, D].
 
     References: SAF (AAAI 2026); StableNet (CVPR 2021).
     """
-    return jnp.transpose(rff_features_knd(x_nd, key, num_rff, kind), (1, 2, 0))
-
-
-def rff_features_knd(
-    x_nd: jax.Array, key: jax.Array, num_rff: int = 3, kind: RFFKind = "paper"
-) -> jax.Array:
-    """:func:`rff_features` laid out as [n_x, N, D] (RFF index first: no transpose before the
-    per-index covariances; the same draws as :func:`rff_features`)."""
     w, b_kd = rff_draws(key, x_nd.shape[1], num_rff, kind)
     return rff_apply(x_nd, w, b_kd, kind)
 

@@ -92,9 +92,9 @@ from jaxrec.stable.hsic import (
     hsic_pair_columns,
     hsic_pairs_knd,
     screen_pairs,
-    weighted_hsic_knd,
+    weighted_hsic,
 )
-from jaxrec.stable.rff import RFFKind, rff_apply, rff_draws, rff_features_knd
+from jaxrec.stable.rff import RFFKind, rff_apply, rff_draws, rff_features
 
 __all__ = [
     "StableConfig",
@@ -329,7 +329,7 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
                 probes_djs=probes,
             )
         else:
-            hsic = weighted_hsic_knd(z_knd, p_all, valid_all, cfg.hsic_form)
+            hsic = weighted_hsic(z_knd, p_all, valid_all, cfg.hsic_form)
         return hsic / cfg.reg + reg
 
     opt = _optimizer(cfg)
@@ -345,14 +345,14 @@ def _learn_logits(x_nd, valid_n, mem_x_md, mem_logits_m, mem_valid_m, key, cfg: 
         logits, _ = jax.lax.fori_loop(0, cfg.inner_steps, body, (logits0, opt.init(logits0)))
     # Diagnostics on the batch rows only, one shared RFF draw not used by the inner steps.
     eval_key = jax.random.fold_in(key, cfg.inner_steps)
-    z = rff_features_knd(
+    z = rff_features(
         jnp.where(valid_n[:, None] > 0, x_all[:n], 0.0), eval_key, cfg.num_rff, cfg.rff_kind
     )
     uniform_n = valid_n / jnp.maximum(valid_n.sum(), 1.0)
     q_n = _masked_softmax(logits, valid_n)
     info = {
-        "hsic_before": weighted_hsic_knd(z, uniform_n, valid_n, cfg.hsic_form),
-        "hsic_after": weighted_hsic_knd(z, q_n, valid_n, cfg.hsic_form),
+        "hsic_before": weighted_hsic(z, uniform_n, valid_n, cfg.hsic_form),
+        "hsic_after": weighted_hsic(z, q_n, valid_n, cfg.hsic_form),
     }
     return logits, info
 

@@ -14,7 +14,7 @@ from jaxrec.stable.hsic import (
     hsic_active_pairs_knd,
     hsic_pair_columns,
     hsic_pairs_knd,
-    hsic_stablenet_knd,
+    hsic_stablenet,
     screen_pairs,
 )
 
@@ -77,7 +77,7 @@ def test_pairs_loss_matches_naive_numpy(groups, normalize, floor, use_jit):
 def test_pairs_loss_without_options_is_stablenet_loss():
     z = jax.random.normal(jax.random.key(0), (3, 13, 5))
     p = jax.nn.softmax(jax.random.normal(jax.random.key(1), (13,)))
-    both = jax.jit(lambda z, p: (hsic_pairs_knd(z, p), hsic_stablenet_knd(z, p)))(z, p)
+    both = jax.jit(lambda z, p: (hsic_pairs_knd(z, p), hsic_stablenet(z, p)))(z, p)
     np.testing.assert_allclose(*both, rtol=1e-5)
 
 

@@ -63,7 +63,8 @@ def test_hsic_forms_match_naive_numpy(n, d, k):
     w = rng.uniform(0.2, 2.0, size=n)
     w = w / w.mean()  # mean-1 weights for the paper form
     p = w / w.sum()
-    zj, pj = jnp.asarray(z, jnp.float32), jnp.asarray(p, jnp.float32)
+    zj = jnp.asarray(z.transpose(2, 0, 1), jnp.float32)  # [K, N, D]
+    pj = jnp.asarray(p, jnp.float32)
     np.testing.assert_allclose(stable.hsic_stablenet(zj, pj), _numpy_hsic_stablenet(z, p), 1e-4)
     np.testing.assert_allclose(stable.hsic_paper(zj, pj), _numpy_hsic_paper(z, w), 1e-4)
 
@@ -71,9 +72,9 @@ def test_hsic_forms_match_naive_numpy(n, d, k):
 def test_rff_paper_approximates_gaussian_kernel():
     x = jnp.asarray([[0.0], [0.5], [1.5]], jnp.float32)
     keys = jax.random.split(jax.random.key(0), 4000)
-    z = jax.vmap(lambda k: stable.rff_features(x, k, num_rff=3))(keys)  # [S, 3, 1, 3]
-    assert z.shape == (4000, 3, 1, 3)
-    kern = jnp.einsum("sik,sjk->ij", z[:, :, 0], z[:, :, 0]) / 4000
+    z = jax.vmap(lambda k: stable.rff_features(x, k, num_rff=3))(keys)  # [S, K=3, N=3, D=1]
+    assert z.shape == (4000, 3, 3, 1)
+    kern = jnp.einsum("ski,skj->ij", z[..., 0], z[..., 0]) / 4000
     want = np.exp(-((np.asarray(x) - np.asarray(x).T) ** 2) / 2)
     np.testing.assert_allclose(kern, want, atol=0.05)
 
@@ -81,12 +82,12 @@ def test_rff_paper_approximates_gaussian_kernel():
 def test_rff_stablenet_bounded_and_rescaled():
     x = jax.random.normal(jax.random.key(1), (6, 4)) * 10
     z = stable.rff_features(x, jax.random.key(2), num_rff=3, kind="stablenet")
-    assert z.shape == (6, 4, 3)
+    assert z.shape == (3, 6, 4)  # [K, N, D]
     # pre-activations rescaled to [0, pi/2] across columns, where 1 <= cos + sin <= sqrt(2),
     # with the extreme columns (0 and pi/2) at exactly 1
     scale = np.sqrt(2 / 3)
     assert float(jnp.max(z)) <= scale * np.sqrt(2) + 1e-5
-    np.testing.assert_allclose(jnp.min(z, axis=1), scale, rtol=1e-5)
+    np.testing.assert_allclose(jnp.min(z, axis=2), scale, rtol=1e-5)
     with pytest.raises(ValueError, match="rff kind"):
         stable.rff_features(x, jax.random.key(2), kind="nope")
 
@@ -259,16 +260,14 @@ def test_fast_cos_matches_cos():
     np.testing.assert_allclose(stable.fast_cos(a), np.cos(np.asarray(a, np.float64)), atol=1e-5)
 
 
-def test_rff_layouts_agree_and_paper_formula():
+def test_rff_paper_formula_in_knd_layout():
     x = jax.random.normal(jax.random.key(3), (5, 4))
     key = jax.random.key(4)
     for kind in ("paper", "stablenet"):
-        z_ndk = stable.rff_features(x, key, 3, kind)
-        z_knd = stable.rff_features_knd(x, key, 3, kind)
-        np.testing.assert_allclose(jnp.transpose(z_knd, (1, 2, 0)), z_ndk, rtol=1e-6)
+        assert stable.rff_features(x, key, 3, kind).shape == (3, 5, 4)
     w_kd, b_kd = stable.rff_draws(key, 4, 3, "paper")
-    want = np.sqrt(2 / 3) * np.cos(
-        np.asarray(x)[:, :, None] * np.asarray(w_kd).T + np.asarray(b_kd).T
+    want = np.sqrt(2 / 3) * np.cos(  # [K, N, D]
+        np.asarray(x)[None] * np.asarray(w_kd)[:, None, :] + np.asarray(b_kd)[:, None, :]
     )
     np.testing.assert_allclose(stable.rff_features(x, key, 3), want, atol=2e-5)
     assert float(b_kd.min()) >= 0 and float(b_kd.max()) <= 2 * np.pi
@@ -291,4 +290,5 @@ def test_hsic_matches_lineage_style_torch_loop():
         float((c * c).sum() - (c * c).trace())
         for c in (torch_cov(zt[:, :, i], pt) for i in range(3))
     )
-    np.testing.assert_allclose(stable.hsic_stablenet(jnp.asarray(z), jnp.asarray(p)), loop, 1e-4)
+    z_knd = jnp.asarray(z.transpose(2, 0, 1))
+    np.testing.assert_allclose(stable.hsic_stablenet(z_knd, jnp.asarray(p)), loop, 1e-4)
