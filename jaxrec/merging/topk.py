@@ -257,11 +257,76 @@ def _sample_probes(groups: _Groups, k_kg: Array, magnitude: bool) -> Array:
     return jnp.take_along_axis(desc_kgm, jnp.stack([far, near], axis=-1), axis=-1)
 
 
-def _thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, Array]:
+SELECT = ("auto", "count", "host")
+
+
+def _thresholds(
+    groups: _Groups, k_kg: Array, magnitude: bool, select: str = "auto"
+) -> tuple[Array, Array]:
     """Per (task, group): threshold key ``t`` [K, G] uint32 and tie cut ``q`` [K, G] int32.
 
     The selected entries are ``key > t | (key == t & flat_index < q)``: exactly ``k`` of them.
+    ``select`` picks how (both give identical ``t, q``): "count" (the counting search on the
+    device), "host" (numpy's introselect through a callback) or "auto": "host" when the program
+    runs on CPU in a single process, else "count".
     """
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, got {select!r}")
+    count = lambda k: _count_thresholds(groups, k, magnitude)
+    host = lambda k: _host_thresholds(groups, k, magnitude)
+    if select == "count" or (select == "auto" and jax.process_count() > 1):
+        return count(k_kg)
+    if select == "host":
+        return host(k_kg)
+    return jax.lax.platform_dependent(k_kg, cpu=host, default=count)
+
+
+def _host_thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, Array]:
+    """``_thresholds`` by numpy's ``partition`` (introselect, O(P)) in a host callback.
+
+    On CPU one introselect per (task, group) costs less than a single counting pass of the
+    device search (which needs ~10), so this is the CPU path. The keys are made on the device
+    (``_as_key``), so both paths rank identical keys.
+    """
+    K, G = groups.num_tasks, groups.num_groups
+    keys = [_as_key(x, magnitude).reshape(K, -1) for x in groups.leaves]
+    top, group_of = _key_top(magnitude), tuple(groups.group_of)
+
+    def select(k_kg, *keys):
+        t_kg = np.full((K, G), top, np.uint32)
+        q_kg = np.full((K, G), _INT_MAX, np.int32)
+        members = [[i for i, g in enumerate(group_of) if g == gg] for gg in range(G)]
+        for g, leaf_ids in enumerate(members):
+            for k in range(K):
+                rows = [np.asarray(keys[i][k]) for i in leaf_ids]
+                row = rows[0] if len(rows) == 1 else np.concatenate(rows)
+                t_kg[k, g], q_kg[k, g] = _select_row(row, int(k_kg[k, g]), top)
+        return t_kg, q_kg
+
+    shapes = (
+        jax.ShapeDtypeStruct((K, G), jnp.uint32),
+        jax.ShapeDtypeStruct((K, G), jnp.int32),
+    )
+    return jax.pure_callback(select, shapes, k_kg, *keys, vmap_method="sequential")
+
+
+def _select_row(row: np.ndarray, k: int, top: int) -> tuple[int, int]:
+    """(t, q) of one row of uint32 keys: the k-th largest key and the tie cut (numpy)."""
+    n = row.size
+    if k <= 0:
+        return top, _INT_MAX
+    k = min(k, n)
+    part = np.partition(row, n - k)  # part[n-k:] >= t >= part[:n-k]
+    t = part[n - k]
+    if n == k or part[: n - k].max() < t:  # no entry left out equals t: no cut
+        return int(t), _INT_MAX
+    above = int(np.count_nonzero(part[n - k :] > t))  # kept for sure; k - above ties kept
+    tied = np.flatnonzero(row == t)
+    return int(t), int(tied[k - above - 1]) + 1
+
+
+def _count_thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, Array]:
+    """``_thresholds`` by the counting search (any device, any sharding)."""
     K, G = groups.num_tasks, groups.num_groups
     sizes_kg = np.broadcast_to(np.asarray(groups.sizes, np.int32), (K, G))
     target = k_kg.astype(jnp.int32)
@@ -337,6 +402,7 @@ def top_k_masks(
     k: int | Sequence[int] | None = None,
     granularity: str = "model",
     magnitude: bool = True,
+    select: str = "auto",
 ) -> list[Array]:
     """Boolean masks of the ``k`` largest entries per task of stacked leaves ``[K, ...]``.
 
@@ -347,6 +413,9 @@ def top_k_masks(
       k: keep exactly ``k`` entries per task: an int for "model", one int per leaf for "tensor".
       granularity: "model" (global over all leaves) or "tensor" (per leaf).
       magnitude: rank by ``|x|`` (True) or by signed value (False).
+      select: how the threshold is found: "auto" (numpy introselect through a host callback
+        on CPU in a single process, the counting search elsewhere), "count" or "host". All
+        three give identical masks.
 
     Returns:
       One bool array per leaf, same shapes; per task and group exactly ``min(k, P)`` True,
@@ -357,11 +426,16 @@ def top_k_masks(
     """
     if granularity == "model":  # one [K, P] array: a handful of fusions instead of per-leaf ones
         flat_mask = top_k_masks(
-            [flatten(leaves)], density, k=k, granularity="tensor", magnitude=magnitude
+            [flatten(leaves)],
+            density,
+            k=k,
+            granularity="tensor",
+            magnitude=magnitude,
+            select=select,
         )[0]
         return split(flat_mask, leaves)
     groups = _Groups(leaves, granularity)
-    t_kg, q_kg = _thresholds(groups, _k_per_group(groups, density, k), magnitude)
+    t_kg, q_kg = _thresholds(groups, _k_per_group(groups, density, k), magnitude, select)
     masks = []
     for i, x in enumerate(groups.leaves):
         g = groups.group_of[i]
@@ -388,7 +462,9 @@ def split(flat_kp: Array, like: Sequence[Array]) -> list[Array]:
     return out
 
 
-def kth_largest(leaves: Sequence[Array], k: int, *, magnitude: bool = True) -> Array:
+def kth_largest(
+    leaves: Sequence[Array], k: int, *, magnitude: bool = True, select: str = "auto"
+) -> Array:
     """Per task, the k-th largest value (of ``|x|`` if ``magnitude``) over all leaves: [K].
 
     ``k`` counts from 1 (k = 1 is the maximum); an order statistic without sorting.
@@ -396,7 +472,7 @@ def kth_largest(leaves: Sequence[Array], k: int, *, magnitude: bool = True) -> A
     groups = _Groups([flatten(leaves)], "model")
     if not 1 <= k <= groups.sizes[0]:
         raise ValueError(f"k must be in [1, {groups.sizes[0]}], got {k}")
-    t_kg, _ = _thresholds(groups, _k_per_group(groups, None, k), magnitude)
+    t_kg, _ = _thresholds(groups, _k_per_group(groups, None, k), magnitude, select)
     # t is any key with count(key >= t) == k (or the tied k-th key): snap to the smallest
     # selected value, which is the k-th largest.
     mins = []

@@ -39,11 +39,12 @@ def _ref_masks(leaves, k_per_group, granularity):
     ]
 
 
-@pytest.fixture(scope="module")
-def masks_fn():
+@pytest.fixture(scope="module", params=["count", "host"])
+def masks_fn(request):
+    """Both threshold paths: the device counting search and numpy's introselect."""
     # k is traced: one compile per granularity serves every k.
     return {
-        g: jax.jit(lambda ls, k, g=g: top_k_masks(ls, k=k, granularity=g))
+        g: jax.jit(lambda ls, k, g=g: top_k_masks(ls, k=k, granularity=g, select=request.param))
         for g in ("model", "tensor")
     }
 
@@ -79,14 +80,29 @@ def test_density_api_and_no_jit():
     )
 
 
-def test_kth_largest_signed_and_magnitude():
+@pytest.mark.parametrize("select", ["count", "host", "auto"])
+def test_kth_largest_signed_and_magnitude(select):
     leaves = _leaves("normal", 5)
     vals = flat(leaves, 3)
     cases = [(1, False), (40, True), (370, False)]
-    fn = jax.jit(lambda ls: [kth_largest(ls, k, magnitude=m) for k, m in cases])
+    fn = jax.jit(lambda ls: [kth_largest(ls, k, magnitude=m, select=select) for k, m in cases])
     for (k, m), got in zip(cases, fn(leaves)):
         v = np.abs(vals) if m else vals
         np.testing.assert_array_equal(np.asarray(got), -np.sort(-v, axis=1)[:, k - 1])
+
+
+def test_auto_select_equals_both_paths_under_jit_and_vmap():
+    """ "auto" (host introselect on CPU) gives the counting search's masks, also under vmap."""
+    x = _leaves("ties", 3)[3]
+    masks = {
+        s: np.asarray(jax.jit(lambda x, s=s: top_k_masks([x], 0.3, select=s)[0])(x))
+        for s in ("count", "host", "auto")
+    }
+    np.testing.assert_array_equal(masks["host"], masks["count"])
+    np.testing.assert_array_equal(masks["auto"], masks["count"])
+    batched = jnp.stack([x, -2 * x])  # [2, K, N]; -2x has |x|'s order and ties exactly
+    got = np.asarray(jax.vmap(lambda x: top_k_masks([x], 0.3, select="host")[0])(batched))
+    np.testing.assert_array_equal(got, np.stack([masks["count"]] * 2))
 
 
 def test_bad_arguments():
@@ -97,6 +113,8 @@ def test_bad_arguments():
         top_k_masks(leaves)
     with pytest.raises(ValueError, match="k must be"):
         kth_largest(leaves, 0)
+    with pytest.raises(ValueError, match="select must be one of"):
+        top_k_masks(leaves, 0.2, select="sort")
 
 
 # Shapes fixed so one compile (k traced) serves every hypothesis example.
