@@ -224,6 +224,106 @@ def pseudo_user_batches(pseudo: PseudoUsers, cfg: LearnConfig, seed: int):
     return steps_per_epoch, batches
 
 
+@dataclasses.dataclass
+class _Arrays:
+    """The step's big inputs, placed (on a mesh) once before the loop."""
+
+    base: PyTree
+    tvs: PyTree
+    items_knh: Any
+    item_mask_kn: Any
+    teacher_knh: Any
+    coeffs: Any
+
+
+def _place(arrays: _Arrays, cfg: LearnConfig, mesh, stack_dtype) -> _Arrays:
+    """Puts the arrays on ``mesh`` (base and stack split over ``model``, the ``[K, N, H]``
+    tables likewise, coefficients replicated) or, without one, only casts the stack."""
+    if mesh is None:
+        if stack_dtype is not None:
+            arrays.tvs = jax.tree.map(lambda x: jnp.asarray(x, stack_dtype), arrays.tvs)
+        return arrays
+    if cfg.batch_size % mesh.shape["data"]:
+        raise ValueError(
+            f"learn.batch_size={cfg.batch_size} does not split over the mesh's "
+            f"{mesh.shape['data']} data devices"
+        )
+    tables = sharding.shard_stack((arrays.items_knh, arrays.item_mask_kn, arrays.teacher_knh), mesh)
+    return _Arrays(
+        sharding.shard_params(arrays.base, mesh),
+        sharding.shard_stack(arrays.tvs, mesh, dtype=stack_dtype),
+        *tables,
+        sharding.replicate(arrays.coeffs, mesh),
+    )
+
+
+def _initial_state(step_fn, optimizer, arrays: _Arrays, example, cfg, seed, refresh, mesh):
+    """The loop state: coefficients, optimiser state, the ``[steps + 1, ...]`` trajectory and
+    one ``[steps]`` buffer per loss term (written inside the jitted step), and the refreshed
+    item table (None while it stays frozen). Replicated on the mesh; own buffers (the step
+    donates them, and layer-wise groups share their initial array)."""
+    opt_state = optimizer.init(arrays.coeffs)
+    key = jax.random.key(seed) if cfg.dropout else None
+    loss_terms = jax.eval_shape(
+        step_fn, arrays.coeffs, opt_state, arrays.base, arrays.tvs, example, arrays.items_knh,
+        arrays.item_mask_kn, arrays.teacher_knh, key,
+    )[2]  # fmt: skip
+    start = coefficient_array(arrays.coeffs)
+    trajectory = jnp.zeros((cfg.steps + 1, *start.shape), jnp.float32).at[0].set(start)
+    state = {
+        "coeffs": arrays.coeffs,
+        "opt_state": opt_state,
+        "trajectory": trajectory,
+        "losses": {k: jnp.zeros((cfg.steps,), jnp.float32) for k in loss_terms},
+    }
+    state = jax.tree.map(jnp.copy, state)
+    if mesh is not None:
+        state = sharding.replicate(state, mesh)
+    return dict(state, items=arrays.items_knh if refresh else None)
+
+
+def _make_loop_step(step_fn, arrays: _Arrays, cfg: LearnConfig, seed: int, mesh, refresh):
+    """``(state, batch, step) -> (state, metrics)`` for :func:`loop.fit`: places the batch
+    (each process its own rows), runs one jitted step that also records the trajectory and
+    losses, and refreshes the merged item table every ``cfg.refresh_items_every`` steps."""
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, batch, step, items_knh, base, tvs):  # state without "items"
+        key = jax.random.fold_in(jax.random.key(seed), step) if cfg.dropout else None
+        coeffs, opt_state, out = step_fn(
+            state["coeffs"], state["opt_state"], base, tvs, batch, items_knh,
+            arrays.item_mask_kn, arrays.teacher_knh, key,
+        )  # fmt: skip
+        new = dict(state, coeffs=coeffs, opt_state=opt_state)
+        new["trajectory"] = state["trajectory"].at[step + 1].set(coefficient_array(coeffs))
+        new["losses"] = {k: v.at[step].set(out[k]) for k, v in state["losses"].items()}
+        return new, out
+
+    def loop_step(state, batch, step):
+        if mesh is not None:
+            batch = sharding.host_batch(batch, mesh)
+        items = state.pop("items")
+        table = arrays.items_knh if items is None else items
+        state, out = train_step(state, batch, step, table, arrays.base, arrays.tvs)
+        if items is not None and (step + 1) % cfg.refresh_items_every == 0:
+            items = refresh(state["coeffs"])
+        return dict(state, items=items), out
+
+    return loop_step
+
+
+def _history(state, mesh) -> tuple[Any, dict[str, np.ndarray]]:
+    """``(coeffs, history)`` from the final loop state (host copies; the coefficients
+    uncommitted after a mesh run, so the caller may combine them with unplaced trees)."""
+    final = jax.device_get({k: state[k] for k in ("trajectory", "losses")})
+    history = {"coefficients": np.asarray(final["trajectory"])}
+    history.update({k: np.asarray(v) for k, v in final["losses"].items()})
+    coeffs = state["coeffs"]
+    if mesh is not None:
+        coeffs = jax.tree.map(jnp.asarray, jax.device_get(coeffs))
+    return coeffs, history
+
+
 def learn_coefficients(
     step_fn,
     optimizer,
@@ -261,10 +361,15 @@ def learn_coefficients(
     With a ``mesh`` (:func:`jaxrec.sharding.make_mesh`) the task-vector stack and the base are
     split along the ``model`` axis (:func:`jaxrec.sharding.shard_stack`: each parameter's largest
     divisible dimension, all K on every device), the ``[K, N, H]`` tables likewise, the
-    pseudo-user batch along ``data`` (``cfg.batch_size`` must divide by its size; with several
-    processes each one places only its own rows), and the coefficients and optimiser state are
-    replicated. ``stack_dtype`` (e.g. ``jnp.bfloat16``) stores the stack in that dtype (the merge
-    reads it as float32).
+    pseudo-user batch along ``data`` (``cfg.batch_size`` must divide by its size), and the
+    coefficients, optimiser state and trajectory are replicated. ``stack_dtype`` (e.g.
+    ``jnp.bfloat16``) stores the stack in that dtype (the merge reads it as float32).
+
+    Several processes (``jax.distributed``, a mesh over all their devices): every process calls
+    this with the same arguments; each places only its own rows of every pseudo-user batch
+    (:func:`jaxrec.sharding.host_batch`) and its shards of the stack, and the checkpoints are
+    written once (orbax) and restore under any process layout. The returned history is the same
+    on every process.
     """
     if workdir is None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -275,63 +380,15 @@ def learn_coefficients(
                 progress=progress, desc=desc, mesh=mesh, stack_dtype=stack_dtype,
                 checkpoint_every=0,
             )  # fmt: skip
-    if mesh is not None:
-        if cfg.batch_size % mesh.shape["data"]:
-            raise ValueError(
-                f"learn.batch_size={cfg.batch_size} does not split over the mesh's "
-                f"{mesh.shape['data']} data devices"
-            )
-        base = sharding.shard_params(base, mesh)
-        tvs = sharding.shard_stack(tvs, mesh, dtype=stack_dtype)
-        items_knh, item_mask_kn, teacher_knh = sharding.shard_stack(
-            (items_knh, item_mask_kn, teacher_knh), mesh
-        )
-        coeffs = sharding.replicate(coeffs, mesh)
-    elif stack_dtype is not None:
-        tvs = jax.tree.map(lambda x: jnp.asarray(x, stack_dtype), tvs)
-    opt_state = optimizer.init(coeffs)
+    arrays = _Arrays(base, tvs, items_knh, item_mask_kn, teacher_knh, coeffs)
+    arrays = _place(arrays, cfg, mesh, stack_dtype)
+    refresh = refresh_items if cfg.refresh_items_every else None
     steps_per_epoch, batches = pseudo_user_batches(pseudo, cfg, seed)
     example = next(iter(batches(0, 0)))
-    out_shapes = jax.eval_shape(
-        step_fn, coeffs, opt_state, base, tvs, example, items_knh, item_mask_kn, teacher_knh,
-        jax.random.key(seed) if cfg.dropout else None,
-    )[2]  # fmt: skip
-    trajectory = jnp.zeros((cfg.steps + 1, *jnp.shape(coefficient_array(coeffs))), jnp.float32)
-    state = {
-        "coeffs": coeffs,
-        "opt_state": opt_state,
-        "trajectory": trajectory.at[0].set(coefficient_array(coeffs)),
-        "losses": {k: jnp.zeros((cfg.steps,), jnp.float32) for k in out_shapes},
-        "items": items_knh if refresh_items is not None and cfg.refresh_items_every else None,
-    }
-    state = jax.tree.map(jnp.copy, state)  # own buffers (the step donates; groups share init)
-    tables = {"items": items_knh}  # the frozen merged item table (not part of the state)
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, batch, step, items_knh, base, tvs):  # state without "items"
-        key = jax.random.fold_in(jax.random.key(seed), step) if cfg.dropout else None
-        coeffs, opt_state, out = step_fn(
-            state["coeffs"], state["opt_state"], base, tvs, batch, items_knh, item_mask_kn,
-            teacher_knh, key,
-        )  # fmt: skip
-        new = dict(state, coeffs=coeffs, opt_state=opt_state)
-        new["trajectory"] = state["trajectory"].at[step + 1].set(coefficient_array(coeffs))
-        new["losses"] = {k: v.at[step].set(out[k]) for k, v in state["losses"].items()}
-        return new, out
-
-    def loop_step(state, batch, step):
-        if mesh is not None:
-            batch = sharding.host_batch(batch, mesh)
-        items = state.pop("items")
-        state, out = train_step(state, batch, step, tables["items"] if items is None else items,
-                                base, tvs)  # fmt: skip
-        if items is not None and (step + 1) % cfg.refresh_items_every == 0:
-            items = refresh_items(state["coeffs"])
-        return dict(state, items=items), out
-
+    state = _initial_state(step_fn, optimizer, arrays, example, cfg, seed, refresh, mesh)
     result = loop.fit(
         state,
-        loop_step,
+        _make_loop_step(step_fn, arrays, cfg, seed, mesh, refresh),
         batches,
         loop.LoopConfig(
             total_steps=cfg.steps,
@@ -346,10 +403,4 @@ def learn_coefficients(
         progress=progress,
         curves=False,
     )
-    final = jax.device_get(result.state)
-    history = {"coefficients": np.asarray(final["trajectory"])}
-    history.update({k: np.asarray(v) for k, v in final["losses"].items()})
-    coeffs = result.state["coeffs"]
-    if mesh is not None:  # uncommitted, so the caller may combine with unplaced trees
-        coeffs = jax.tree.map(jnp.asarray, jax.device_get(coeffs))
-    return coeffs, history
+    return _history(result.state, mesh)
