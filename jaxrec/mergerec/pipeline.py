@@ -5,7 +5,10 @@ Stages and what they leave in the workdir. Every stage is keyed by the config fi
 on (``stage.json`` / ``*.stage.json``): a rerun reuses a stage only when those fields are
 unchanged and otherwise stops before any work, naming the differing fields (results are never
 relabelled; use another workdir or delete the stage's files). One run at a time holds the
-workdir (``.lock``).
+workdir (``.lock``). With several processes (``jax.distributed``) every process runs the same
+stages in step and process 0 alone writes the workdir's files (results, stage keys, config,
+tables, plots, learned trajectories; the fit loop's metrics and best parameters likewise; orbax
+writes each checkpoint once).
 
   config.json                          resolved config (written after the stage checks)
   finetune/<domain>/best.safetensors   source models (early-stopped), resumable checkpoints,
@@ -299,7 +302,8 @@ class Experiment:
         for key_file, key, what in self.stage_keys():  # before any work or any write
             if key_file.is_file():
                 workdir_lib.check_key(key_file, key, what)
-        configlib.save_config(cfg, self.workdir)
+        if sharding.is_primary():
+            configlib.save_config(cfg, self.workdir)
 
     # ------------------------------------------------------------------ stage keys
     def _finetune_key(self, domain: str) -> dict[str, Any]:
@@ -401,7 +405,7 @@ class Experiment:
         )
 
     def _stage_dir(self, name: str) -> Path:
-        workdir_lib.check_key(
+        _check_key(
             self.workdir / "finetune" / name / "stage.json",
             self._finetune_key(name),
             f"fine-tuning {name}",
@@ -417,7 +421,7 @@ class Experiment:
         """Evaluates ``params_for(domain)`` (or one params pytree) on every domain; cached in
         ``results/<slug>.json`` under the run's stage key."""
         cache = self.workdir / "results" / f"{run.slug}.json"
-        workdir_lib.check_key(
+        _check_key(
             cache.with_suffix(".stage.json"), self._result_key(run), f"results of {run.slug}"
         )
         if cache.exists():
@@ -453,7 +457,8 @@ class Experiment:
                         ranks, pop, self.cfg.eval.popularity_edges, self.cfg.eval.ks
                     )
                 rows.append(row)
-        atomic_write(cache, json.dumps(rows, indent=1))
+        if sharding.is_primary():
+            atomic_write(cache, json.dumps(rows, indent=1))
         self.rows += rows
         log.info(
             "%s: recall@10 %s",
@@ -480,11 +485,14 @@ class Experiment:
         tables = []
         for d in self.merged:
             path = self.workdir / "finetune" / d.name / "teacher_items.npy"
-            if not path.exists():
+            if path.exists():
+                table = np.load(path)
+            else:  # every process computes it; process 0 keeps it
                 table = np.asarray(self.backbone.embed(finetuned[d.name], self.item_tokens(d)))
-                with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                    np.save(f, table)
-            tables.append(jnp.asarray(np.load(path)))
+                if sharding.is_primary():
+                    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                        np.save(f, table)
+            tables.append(jnp.asarray(table))
         return tables
 
     def run(self) -> list[dict]:
@@ -529,75 +537,77 @@ class Experiment:
     def learned(self, base, models, finetuned) -> None:
         """Every learned run (objective x granularity x seed, and the lambda sweep): coefficients
         learned on pseudo-users (resumable, ``learned/<slug>/``), trajectory and losses in
-        ``learned/<slug>.npz``, then evaluated. Runs whose results exist are skipped."""
-        cfg = self.cfg
-        task_vectors = functools.partial(self._task_vectors, base=base, models=models)
-
-        shared: dict[str, Any] = {}  # built on first use: teachers, pseudo-users, compiled steps
-
-        def setup():
-            if not shared:
-                shared["tables"] = learn.pad_tables(self.teachers(finetuned))
-                shared["pseudo"] = learn.PseudoUsers(
-                    tokens={
-                        k: np.concatenate([self.item_tokens(d)[k] for d in self.merged])
-                        for k in self.item_tokens(self.merged[0])
-                    },
-                    domain=np.concatenate(
-                        [np.full(d.num_items, k, np.int32) for k, d in enumerate(self.merged)]
-                    ),
-                    item=np.concatenate(
-                        [np.arange(d.num_items, dtype=np.int32) for d in self.merged]
-                    ),
-                )
-                shared["steps"] = {}
-            return shared
-
+        ``learned/<slug>.npz``, then evaluated. Runs whose results exist are skipped (and then
+        nothing is built: teachers, pseudo-users and steps are made on the first run trained)."""
         for run in self.learned_runs():
-            lcfg = self._learn_cfg(run, init=None)
-            source = self._learn_source(run)
-            groups = self._groups(lcfg.granularity, base)
-
-            def train(run=run, lcfg=lcfg, groups=groups, source=source):
-                ctx = setup()
-                tvs = task_vectors(source)
-                teacher_knh, item_mask_kn = ctx["tables"]
-                key = (run.method, run.granularity, run.kd_weight)
-                if key not in ctx["steps"]:
-                    ctx["steps"][key] = learn.make_step(self.backbone.encode, lcfg, groups)
-                step_fn, optimizer = ctx["steps"][key]
-                coeffs0 = learn.init_coefficients(len(models), groups, lcfg.init)
-
-                def merged_items(coeffs):
-                    m = merging.combine(base, tvs, coeffs, groups)
-                    return learn.pad_tables(
-                        [self.backbone.embed(m, self.item_tokens(d)) for d in self.merged]
-                    )[0]
-
-                coeffs, hist = learn.learn_coefficients(
-                    step_fn,
-                    optimizer,
-                    coeffs0,
-                    base=base,
-                    tvs=tvs,
-                    pseudo=ctx["pseudo"],
-                    items_knh=merged_items(coeffs0),
-                    item_mask_kn=item_mask_kn,
-                    teacher_knh=teacher_knh,
-                    cfg=lcfg,
-                    seed=run.seed,
-                    workdir=self.workdir / "learned" / run.slug,
-                    refresh_items=merged_items,
-                    desc=row_label(run.fields, cfg.learn.kd_weight) + f" seed {run.seed}",
-                    mesh=self.mesh,
-                    stack_dtype=None if cfg.stack_dtype == "float32" else jnp.bfloat16,
-                )
-                with atomic_path(self.workdir / "learned" / f"{run.slug}.npz") as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, **hist)
-                return merging.combine(base, tvs, coeffs, groups)
-
+            train = functools.partial(self._learn_run, run, base, models, finetuned)
             self._evaluate(run, train)
+
+    def _learn_run(self, run: Run, base, models, finetuned) -> Any:
+        """Learns one run's coefficients; writes its history; returns the merged parameters."""
+        lcfg = self._learn_cfg(run, init=None)
+        groups = self._groups(lcfg.granularity, base)
+        tvs = self._task_vectors(self._learn_source(run), base=base, models=models)
+        teacher_knh, item_mask_kn = self._teacher_tables(finetuned)
+        step_fn, optimizer = self._learn_step(run, lcfg, groups)
+        coeffs0 = learn.init_coefficients(len(models), groups, lcfg.init)
+        merged_items = functools.partial(self._merged_items, base, tvs, groups)
+        coeffs, history = learn.learn_coefficients(
+            step_fn,
+            optimizer,
+            coeffs0,
+            base=base,
+            tvs=tvs,
+            pseudo=self._pseudo_users(),
+            items_knh=merged_items(coeffs0),
+            item_mask_kn=item_mask_kn,
+            teacher_knh=teacher_knh,
+            cfg=lcfg,
+            seed=run.seed,
+            workdir=self.workdir / "learned" / run.slug,
+            refresh_items=merged_items,
+            desc=row_label(run.fields, self.cfg.learn.kd_weight) + f" seed {run.seed}",
+            mesh=self.mesh,
+            stack_dtype=None if self.cfg.stack_dtype == "float32" else jnp.bfloat16,
+        )
+        if sharding.is_primary():
+            with atomic_path(self.workdir / "learned" / f"{run.slug}.npz") as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **history)
+        return merging.combine(base, tvs, coeffs, groups)
+
+    def _teacher_tables(self, finetuned) -> tuple[jax.Array, jax.Array]:
+        """The fine-tuned item tables ``[K, N_max, H]`` and their mask (built once)."""
+        if "_teacher_knh" not in self.__dict__:
+            self._teacher_knh = learn.pad_tables(self.teachers(finetuned))
+        return self._teacher_knh
+
+    def _pseudo_users(self) -> learn.PseudoUsers:
+        """Every item of every merged domain as a one-item history (built once)."""
+        if "_pseudo" not in self.__dict__:
+            tokens = [self.item_tokens(d) for d in self.merged]
+            self._pseudo = learn.PseudoUsers(
+                tokens={k: np.concatenate([t[k] for t in tokens]) for k in tokens[0]},
+                domain=np.concatenate(
+                    [np.full(d.num_items, k, np.int32) for k, d in enumerate(self.merged)]
+                ),
+                item=np.concatenate([np.arange(d.num_items, dtype=np.int32) for d in self.merged]),
+            )
+        return self._pseudo
+
+    def _learn_step(self, run: Run, lcfg: learn.LearnConfig, groups) -> tuple[Any, Any]:
+        """The jitted step of a run's objective, granularity and lambda (shared across seeds)."""
+        steps = self.__dict__.setdefault("_steps", {})
+        key = (run.method, run.granularity, run.kd_weight)
+        if key not in steps:
+            steps[key] = learn.make_step(self.backbone.encode, lcfg, groups)
+        return steps[key]
+
+    def _merged_items(self, base, tvs, groups, coeffs) -> jax.Array:
+        """The merged model's item tables ``[K, N_max, H]`` (eval mode)."""
+        merged = merging.combine(base, tvs, coeffs, groups)
+        tables = [self.backbone.embed(merged, self.item_tokens(d)) for d in self.merged]
+        return learn.pad_tables(tables)[0]
 
     def _task_vectors(self, source: str, *, base, models) -> Any:
         """The ``[K, ...]`` task-vector stack a learned run's coefficients scale (``"ties"``:
@@ -706,7 +716,6 @@ class Experiment:
 
     def write_reports(self) -> str:
         rows = self.labelled(self.summary_rows())
-        report.write_csv(csv_rows(self.rows), self.workdir / "results.csv")
         parts = [f"# {self.cfg.name}\n"]
         for split in self.cfg.eval.splits:
             for metric in ("recall@10", "ndcg@10"):
@@ -716,8 +725,10 @@ class Experiment:
                 parts.append(report.markdown_table(rows, metric, split))
                 parts.append("")
         text = "\n".join(parts) + "\n"
-        atomic_write(self.workdir / "results.md", text)
-        self._plots()
+        if sharding.is_primary():  # several processes: process 0 writes the reports
+            report.write_csv(csv_rows(self.rows), self.workdir / "results.csv")
+            atomic_write(self.workdir / "results.md", text)
+            self._plots()
         return text
 
     def _plots(self) -> None:
@@ -804,5 +815,14 @@ def csv_rows(rows: Sequence[dict]) -> list[dict]:
 
 def run(cfg: MergeRecConfig, workdir: str | Path) -> list[dict]:
     """Runs (or resumes) a whole experiment; see the module docstring for the outputs."""
+    if not sharding.is_primary():  # several processes: process 0 holds the workdir
+        return Experiment(cfg, workdir).run()
     with workdir_lib.lock(workdir):
         return Experiment(cfg, workdir).run()
+
+
+def _check_key(path: Path, key: dict[str, Any], what: str) -> None:
+    """:func:`jaxrec.workdir.check_key` (checks a stage's key; records it when absent), the
+    recording by process 0 only."""
+    if sharding.is_primary() or path.is_file():
+        workdir_lib.check_key(path, key, what)
