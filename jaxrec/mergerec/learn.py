@@ -366,10 +366,11 @@ def learn_coefficients(
     ``jnp.bfloat16``) stores the stack in that dtype (the merge reads it as float32).
 
     Several processes (``jax.distributed``, a mesh over all their devices): every process calls
-    this with the same arguments; each places only its own rows of every pseudo-user batch
-    (:func:`jaxrec.sharding.host_batch`) and its shards of the stack, and the checkpoints are
-    written once (orbax) and restore under any process layout. The returned history is the same
-    on every process.
+    this with the same arguments (host arrays: each process holds the whole stack and tables in
+    host memory, as it built them); each puts only its own rows of every pseudo-user batch
+    (:func:`jaxrec.sharding.host_batch`) and only its shards of the stack and tables on its
+    devices. The checkpoints are written once (orbax) and restore under any process layout; the
+    returned history is the same on every process.
     """
     if workdir is None:
         with tempfile.TemporaryDirectory() as tmp:
