@@ -187,20 +187,12 @@ def finetune(
         log.info("%s: finished earlier, loading %s", desc, best_file)
         return checkpoint.load_params(best_file, target=backbone.params)
     data = build_trainset(backbone, domains, cfg.max_train_users, cfg.seed)
-    n = len(data.domain)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = n // bs
-    total_updates = max(1, math.ceil(steps_per_epoch * max(cfg.max_epochs, 1) / cfg.grad_accum))
-    optimizer = make_optimizer(cfg, total_updates)
+    bs, steps_per_epoch = _batch_plan(cfg, len(data.domain), mesh)
+    optimizer = make_optimizer(cfg, _total_updates(cfg, steps_per_epoch))
     train_step = make_train_step(backbone, optimizer, cfg)
     params = jax.tree_util.tree_map(jnp.array, backbone.params if params is None else params)
     key = jax.random.key(cfg.seed)
     if mesh is not None:
-        if bs % mesh.shape["data"]:
-            raise ValueError(
-                f"finetune.batch_size={bs} (capped at {n} examples) does not split over the "
-                f"mesh's {mesh.shape['data']} data devices"
-            )
         params, key = sharding.replicate((params, key), mesh)
 
     def step_fn(state, batch, step):
@@ -209,41 +201,13 @@ def finetune(
         )
         return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
-    def batches(epoch, start):
-        order = np.random.default_rng((cfg.seed, epoch)).permutation(n)
-        for b in range(start, steps_per_epoch):
-            rows = order[b * bs : (b + 1) * bs]
-            batch = (
-                {k: v[rows] for k, v in data.users.items()},
-                {k: v[rows] for k, v in data.targets.items()},
-            )
-            yield batch if mesh is None else sharding.host_batch(batch, mesh)
-
-    def validate(state):
-        scores = [
-            evaluate(
-                backbone, state["params"], d, "val", cfg.max_eval_users, seed=cfg.seed, mesh=mesh
-            )
-            for d in domains
-        ]
-        return {"ndcg@10": float(np.mean([s["ndcg@10"] for s in scores])), "per_domain": scores}
-
     result = loop.fit(
         {"params": params, "opt_state": optimizer.init(params)},
         step_fn,
-        batches,
-        loop.LoopConfig(
-            total_steps=steps_per_epoch * cfg.max_epochs,
-            steps_per_epoch=steps_per_epoch,
-            eval_at_start=True,
-            patience=cfg.patience,
-            log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every,
-            checkpoint_seconds=cfg.checkpoint_seconds,
-            max_to_keep=1,
-        ),
+        lambda epoch, start: _batches(data, cfg.seed, bs, steps_per_epoch, mesh, epoch, start),
+        _loop_config(cfg, steps_per_epoch),
         workdir,
-        evaluate=validate,
+        evaluate=lambda state: _validate(backbone, domains, state["params"], cfg, mesh),
         metric="ndcg@10",
         best=lambda state: state["params"],
         desc=desc,
@@ -251,3 +215,55 @@ def finetune(
     done = {"step": result.step, "best_ndcg@10": result.best_metric, "best_step": result.best_step}
     checkpoint.atomic_write(done_file, json.dumps(done) + "\n")
     return checkpoint.load_params(best_file, target=backbone.params)
+
+
+def _batch_plan(cfg: FinetuneConfig, n: int, mesh) -> tuple[int, int]:
+    """``(micro-batch size, micro-batches per epoch)`` for ``n`` examples: the batch is capped
+    at ``n`` and must split over the mesh's data devices."""
+    bs = min(cfg.batch_size, n)
+    if mesh is not None and bs % mesh.shape["data"]:
+        raise ValueError(
+            f"finetune.batch_size={bs} (capped at {n} examples) does not split over the "
+            f"mesh's {mesh.shape['data']} data devices"
+        )
+    return bs, n // bs
+
+
+def _total_updates(cfg: FinetuneConfig, steps_per_epoch: int) -> int:
+    """Optimiser updates of the whole run (micro-steps / grad_accum, at least 1)."""
+    return max(1, math.ceil(steps_per_epoch * max(cfg.max_epochs, 1) / cfg.grad_accum))
+
+
+def _loop_config(cfg: FinetuneConfig, steps_per_epoch: int) -> loop.LoopConfig:
+    return loop.LoopConfig(
+        total_steps=steps_per_epoch * cfg.max_epochs,
+        steps_per_epoch=steps_per_epoch,
+        eval_at_start=True,
+        patience=cfg.patience,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_seconds=cfg.checkpoint_seconds,
+        max_to_keep=1,
+    )
+
+
+def _batches(data: TrainSet, seed: int, bs: int, steps_per_epoch: int, mesh, epoch, start):
+    """The (user, target) token micro-batches of ``epoch`` from index ``start`` on, in the order
+    of a permutation seeded by ``(seed, epoch)``."""
+    order = np.random.default_rng((seed, epoch)).permutation(len(data.domain))
+    for b in range(start, steps_per_epoch):
+        rows = order[b * bs : (b + 1) * bs]
+        batch = (
+            {k: v[rows] for k, v in data.users.items()},
+            {k: v[rows] for k, v in data.targets.items()},
+        )
+        yield batch if mesh is None else sharding.host_batch(batch, mesh)
+
+
+def _validate(backbone, domains, params, cfg: FinetuneConfig, mesh) -> dict[str, Any]:
+    """Mean validation NDCG@10 over ``domains`` and each domain's metrics."""
+    scores = [
+        evaluate(backbone, params, d, "val", cfg.max_eval_users, seed=cfg.seed, mesh=mesh)
+        for d in domains
+    ]
+    return {"ndcg@10": float(np.mean([s["ndcg@10"] for s in scores])), "per_domain": scores}

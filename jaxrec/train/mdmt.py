@@ -424,53 +424,78 @@ RESUMABLE_FIELDS = (
 )
 
 
+_BEST_FILE = "best_params.safetensors"  # the best (params, batch_stats) by validation AUC
+
+
 def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str, Any]:
-    steps_per_epoch = mdmt_data.num_batches(ds["train"], cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps > 0:
-        total = min(total, cfg.max_steps)
-
-    def batches(epoch, start):
-        it = mdmt_data.batches(ds["train"], cfg.batch_size, seed=cfg.seed, epoch=epoch)
-        for batch in itertools.islice(it, start, None):
-            yield sharding.host_batch(batch, trainer.mesh)  # each process places its own rows
-
-    def validate(state):
-        probs = trainer.predict_split(state["params"], state["batch_stats"], ds["val"])
-        return evaluate_predictions(ds.schema, ds["val"], probs)
-
-    def best_of(state):
-        return {"params": state["params"], "batch_stats": state["batch_stats"]}
-
-    state = trainer.init_state(cfg.seed)
+    """Fits (or resumes) one model, evaluates its best state on ``cfg.eval_splits`` and writes
+    ``metrics.json`` (process 0 only); returns that dict."""
     fitted = loop.fit(
-        state,
+        trainer.init_state(cfg.seed),
         lambda state, batch, step: trainer.train_step(state, batch),
-        batches,
-        loop.LoopConfig(
-            total_steps=total,
-            steps_per_epoch=steps_per_epoch,
-            eval_every=cfg.eval_every,
-            patience=cfg.patience,
-            log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every,
-            checkpoint_seconds=cfg.checkpoint_seconds,
-        ),
+        lambda epoch, start: _train_batches(cfg, ds["train"], trainer.mesh, epoch, start),
+        _loop_config(cfg, ds["train"]),
         workdir,
-        evaluate=validate,
+        evaluate=lambda state: _evaluate_state(trainer, ds, "val", state),
         metric="mean_auc",
-        best=best_of,
-        best_file="best_params.safetensors",
+        best=_inference_state,
+        best_file=_BEST_FILE,
         desc=cfg.model,
         progress=cfg.progress,
     )
-    best_path = workdir / "best_params.safetensors"
-    best = (  # no evaluation improved (e.g. NaN AUCs): report the last state
-        checkpoint.load_params(best_path, target=best_of(fitted.state))
-        if best_path.is_file()
-        else best_of(fitted.state)
+    best = _best_state(workdir / _BEST_FILE, fitted.state)
+    result = _report(cfg, fitted)
+    for name in cfg.eval_splits:
+        if name in ds.splits:
+            result["splits"][name] = _evaluate_state(trainer, ds, name, best)
+    result = loop.json_safe(result)
+    if sharding.is_primary():
+        checkpoint.atomic_write(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _loop_config(cfg: ExperimentConfig, train: mdmt_data.MDMTSplit) -> loop.LoopConfig:
+    """Epochs of ``train`` (capped at ``cfg.max_steps``) and the experiment's cadences."""
+    steps_per_epoch = mdmt_data.num_batches(train, cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps > 0:
+        total = min(total, cfg.max_steps)
+    return loop.LoopConfig(
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        eval_every=cfg.eval_every,
+        patience=cfg.patience,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_seconds=cfg.checkpoint_seconds,
     )
-    result: dict[str, Any] = {
+
+
+def _train_batches(cfg: ExperimentConfig, train, mesh, epoch: int, start: int):
+    """The seeded batches of ``epoch`` from index ``start`` on, each process placing its rows."""
+    it = mdmt_data.batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+    for batch in itertools.islice(it, start, None):
+        yield sharding.host_batch(batch, mesh)
+
+
+def _inference_state(state: TrainState) -> dict[str, Any]:
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def _evaluate_state(trainer: Trainer, ds, split: str, state) -> dict[str, Any]:
+    """Per (domain, task) AUC/logloss of ``state`` (train or inference state) on ``split``."""
+    probs = trainer.predict_split(state["params"], state["batch_stats"], ds[split])
+    return evaluate_predictions(ds.schema, ds[split], probs)
+
+
+def _best_state(best_path: Path, last_state: TrainState) -> dict[str, Any]:
+    """The saved best inference state; the last one if no evaluation improved (NaN AUCs)."""
+    last = _inference_state(last_state)
+    return checkpoint.load_params(best_path, target=last) if best_path.is_file() else last
+
+
+def _report(cfg: ExperimentConfig, fitted: loop.FitResult) -> dict[str, Any]:
+    return {
         "model": cfg.model,
         "data": cfg.data,
         "seed": cfg.seed,
@@ -481,11 +506,3 @@ def _run(cfg: ExperimentConfig, workdir: Path, ds, trainer: Trainer) -> dict[str
         "train_seconds_this_run": fitted.seconds,
         "splits": {},
     }
-    for name in cfg.eval_splits:
-        if name in ds.splits:
-            probs = trainer.predict_split(best["params"], best["batch_stats"], ds[name])
-            result["splits"][name] = evaluate_predictions(ds.schema, ds[name], probs)
-    result = loop.json_safe(result)
-    if sharding.is_primary():
-        checkpoint.atomic_write(workdir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    return result
