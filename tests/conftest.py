@@ -22,3 +22,55 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mergerec_cli_reference(tiny_checkpoint, tmp_path_factory):
+    """The tiny MergeRec pipeline run once, uninterrupted, through the real command line
+    (``jaxrec mergerec run``, one CPU device): ``(argv without --workdir, workdir)``.
+
+    Shared by the end-to-end assertions (tests/mergerec/test_pipeline.py) and, as the reference
+    outputs, by the kill tests (tests/mergerec/test_cli_kill_mergerec.py). ``tiny_checkpoint``
+    comes from tests/mergerec/conftest.py, so only tests under tests/mergerec can use it.
+    """
+    import subprocess
+    import sys
+
+    sets = {
+        "backbone.path": str(tiny_checkpoint),
+        "backbone.max_item_tokens": "32",
+        "backbone.max_user_tokens": "48",
+        "backbone.encode_batch_size": "32",
+        "data.num_domains": "2",
+        "data.num_items": "30",
+        "data.num_users": "40",
+        "data.seed": "1",
+        "finetune.batch_size": "16",
+        "finetune.lr": "3e-3",
+        "finetune.warmup_steps": "1",
+        "finetune.patience": "1",
+        "finetune.dropout": "false",
+        "learn.steps": "3",
+        "learn.batch_size": "8",
+        "learn.dropout": "false",
+        "seeds": "0,1",
+        "mesh_data": "1",
+        "lambdas": "10",
+    }
+    argv = ["mergerec", "run", "--config", "configs/mergerec/main.py:tiny"]
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    workdir = tmp_path_factory.mktemp("mergerec_cli") / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxrec.cli", *argv, "--workdir", str(workdir)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "outputs:" in out.stdout and "| fine-tuned |" in out.stdout, out.stdout[-2000:]
+    return argv, workdir

@@ -12,7 +12,9 @@ Per split, one table in the paper's Table 1 layout: rows = models; columns = AUC
 in bold and second underlined per column (max for AUC, min for logloss); a footer with the paired
 t-test (``scipy.stats.ttest_rel``, pairs = seeds) and Welch's t-test of the reference model
 against the best other model on mean AUC. Writes ``W/table1_<split>.md``,
-``W/table1_<split>.csv`` and ``W/summary.json``.
+``W/table1_<split>.csv`` and ``W/summary.json``, each atomically (a killed run leaves the old file
+or none, never a torn one); rerunning the command after a kill resumes the unfinished run and
+rewrites them.
 
 Example::
 
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxrec.checkpoint import atomic_path, atomic_write
 from jaxrec.config import apply_overrides, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.train import mdmt as tm
@@ -216,11 +219,11 @@ def run(cfg: CompareConfig, workdir: str | Path) -> dict[str, Any]:
         table = split_table(per_run, cfg.seeds, reference=cfg.reference)
         summary["tables"][split] = table
         title = f"{cfg.name}: {split}"
-        (workdir / f"table1_{split}.md").write_text(to_markdown(table, title))
+        atomic_write(workdir / f"table1_{split}.md", to_markdown(table, title))
         write_csv(table, workdir / f"table1_{split}.csv")
     if summary["tables"]:
         overview = overview_markdown(summary["tables"], f"{cfg.name}: mean AUC")
-        (workdir / "table1_overview.md").write_text(overview)
+        atomic_write(workdir / "table1_overview.md", overview)
     for label, per_seed in results.items():
         summary["runs"][label] = {
             "model": cfg.runs[label].model,
@@ -233,7 +236,7 @@ def run(cfg: CompareConfig, workdir: str | Path) -> dict[str, Any]:
                 for s, m in per_seed.items()
             },
         }
-    (workdir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    atomic_write(workdir / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
     return summary
 
 
@@ -437,7 +440,7 @@ def write_csv(table: dict[str, Any], path: str | Path) -> Path:
     """The table as CSV: one row per model, ``<column>_mean``, ``<column>_std`` and ``_n``."""
     path = Path(path)
     keys = [c["key"] for c in table["columns"]]
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model"] + [f"{k}_{s}" for k in keys for s in ("mean", "std", "n")])
         for label, row in table["rows"].items():

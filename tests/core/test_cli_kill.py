@@ -1,5 +1,8 @@
 """Killing the real commands: SIGKILL and Ctrl-C at random points, then the same command again,
-gives the uninterrupted run's outputs bit for bit (CPU); Ctrl-C prints one line, no traceback."""
+gives the uninterrupted run's outputs bit for bit (CPU); Ctrl-C prints one line, no traceback.
+
+``mdmt train`` and ``mdmt compare`` here; every stage of ``mergerec run`` in
+tests/mergerec/test_cli_kill_mergerec.py."""
 
 import json
 import os
@@ -21,6 +24,23 @@ MDMT = [
     "configs/mdmt/baseline.py:mlp,tiny",
     "--set",
     "checkpoint_every=1",
+]
+
+
+COMPARE = [
+    "mdmt",
+    "compare",
+    "--config",
+    "configs/mdmt/table1.py:tiny,models=mlp,seeds=2",
+    "--set",
+    "run_overrides=checkpoint_every=1",
+]
+TABLES = [
+    "table1_test.md",
+    "table1_test.csv",
+    "table1_test_ood.md",
+    "table1_test_ood.csv",
+    "table1_overview.md",
 ]
 
 
@@ -77,10 +97,42 @@ def _metrics(workdir):
     return m
 
 
+def _kill_when(args, workdir, ready, delay=0.0, timeout=300):
+    """Starts the command and SIGKILLs it ``delay`` s after ``ready(workdir)`` first names a kill
+    point; returns that name. Fails if the command ends on its own first."""
+    proc = subprocess.Popen(
+        _cmd(args, workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    t0, seen = time.monotonic(), None
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        seen = ready(workdir)
+        if seen:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=timeout)
+    assert seen and proc.returncode == -signal.SIGKILL, (proc.returncode, err[-3000:])
+    return seen
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("reference")
-    _run(MDMT, workdir)
+def compare_reference(tmp_path_factory):
+    """The uninterrupted ``mdmt compare`` run: MLP x 2 seeds (the MLP seed-0 row's config is
+    ``MDMT``'s exactly, so its run folder is also the ``mdmt train`` reference)."""
+    workdir = tmp_path_factory.mktemp("compare_reference")
+    _run(COMPARE, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(compare_reference):
+    workdir = compare_reference / "MLP" / "seed0"
+    saved = json.loads((workdir / "config.json").read_text())["config"]
+    from jaxrec import config
+
+    want = config.to_dict(config.load_config(MDMT[3], [MDMT[5]]))
+    assert saved == want, {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
     return workdir
 
 
@@ -119,3 +171,49 @@ def test_second_run_on_a_busy_workdir_stops_at_once(tmp_path):
         sleeper.wait()
     assert out.returncode == 2 and f"in use by another jaxrec run (pid {sleeper.pid})" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "ckpt").exists()
+
+
+def _summary(workdir):
+    """summary.json without what legitimately differs between runs: the run folders, whether a
+    run was reused, and the training seconds of the last process."""
+    s = json.loads((workdir / "summary.json").read_text())
+    for run in s["runs"].values():
+        for entry in run["seeds"].values():
+            (
+                entry.pop("workdir"),
+                entry.pop("reused"),
+                entry["metrics"].pop("train_seconds_this_run"),
+            )
+    return s
+
+
+def test_mdmt_compare_survives_sigkill_mid_run_and_during_the_tables(compare_reference, tmp_path):
+    rng = np.random.default_rng(16)
+    kill_at = int(rng.integers(2, 30))
+    # mid-way through the second (label, seed) run: the first one finished, the second resumes
+    seen = _kill_when(
+        COMPARE, tmp_path, lambda w: (s := _steps(w / "MLP" / "seed1")) and s[-1] >= kill_at
+    )
+    assert (tmp_path / "MLP" / "seed0" / "metrics.json").is_file()
+    assert not (tmp_path / "MLP" / "seed1" / "metrics.json").exists(), seen
+    # the rerun finishes seed 1 and is killed as soon as the first table file appears
+    _kill_when(COMPARE, tmp_path, lambda w: (w / "table1_test.md").is_file())
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    print(f"killed at step >= {kill_at} of seed 1, then during the tables; files left: {left}")
+    out = _run(COMPARE, tmp_path)
+    assert "outputs:" in out.stdout and "| MLP |" in out.stdout
+    md = (compare_reference / "table1_test_ood.md").read_text()
+    assert "| MLP | **" in md and "no reference model" in md  # one row: best, nothing to test
+    saved = json.loads((compare_reference / "config.json").read_text())["config"]
+    assert saved["run_overrides"] == ["checkpoint_every=1"]
+    for name in TABLES:
+        assert (tmp_path / name).read_bytes() == (compare_reference / name).read_bytes(), name
+    assert _summary(tmp_path) == _summary(compare_reference)
+    for seed in (0, 1):
+        run, ref = tmp_path / "MLP" / f"seed{seed}", compare_reference / "MLP" / f"seed{seed}"
+        assert _metrics(run) == _metrics(ref)
+        a = safetensors.numpy.load_file(str(run / "best_params.safetensors"))
+        b = safetensors.numpy.load_file(str(ref / "best_params.safetensors"))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    # a write the kill tore can only be a hidden temporary file beside the real one
+    assert all(p.name.startswith(".") for p in tmp_path.iterdir() if p.name.endswith(".tmp"))

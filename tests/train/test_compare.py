@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxrec import cli
 from jaxrec.config import load_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.models.mdmt.mlp import MLPConfig
@@ -207,7 +206,7 @@ def test_significance_matches_scipy_and_formulas():
     assert compare.mean_std([0.5, None, 0.7]) == pytest.approx((0.6, math.sqrt(0.02), 2))
 
 
-def test_table1_config_and_cli_compare(tmp_path):
+def test_table1_config():
     full = load_config("configs/mdmt/table1.py")
     assert full.seeds == (0, 1, 2, 3, 4) and full.reference == "SAF"
     saf = full.runs["SAF"]
@@ -234,22 +233,9 @@ def test_table1_config_and_cli_compare(tmp_path):
     with pytest.raises(ValueError, match="unknown token"):
         load_config("configs/mdmt/table1.py:bogus")
 
-    rc = cli.main(
-        [
-            "mdmt",
-            "compare",
-            "--config",
-            "configs/mdmt/table1.py:tiny,models=mlp,seeds=1",
-            "--workdir",
-            str(tmp_path),
-            "--set",
-            "run_overrides=max_steps=2,mesh_data=1",
-        ]
+    # the command itself (`jaxrec mdmt compare` on table1.py:tiny): tests/core/test_cli_kill.py
+    tiny = load_config(
+        "configs/mdmt/table1.py:tiny,models=mlp,seeds=1",
+        ["run_overrides=max_steps=2,mesh_data=1"],
     )
-    assert rc == 0
-    metrics = json.loads((tmp_path / "MLP" / "seed0" / "metrics.json").read_text())
-    assert metrics["steps"] == 2 and metrics["model"] == "mlp"
-    md = (tmp_path / "table1_test_ood.md").read_text()
-    assert "| MLP | **" in md and "no reference model" in md
-    saved = json.loads((tmp_path / "config.json").read_text())["config"]
-    assert saved["run_overrides"] == ["max_steps=2", "mesh_data=1"]
+    assert tiny.run_overrides == ("max_steps=2", "mesh_data=1") and list(tiny.runs) == ["MLP"]
