@@ -40,7 +40,9 @@ References:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -293,14 +295,22 @@ def _host_thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Arr
     top, group_of = _key_top(magnitude), tuple(groups.group_of)
 
     def select(k_kg, *keys):
-        t_kg = np.full((K, G), top, np.uint32)
-        q_kg = np.full((K, G), _INT_MAX, np.int32)
+        k_kg, keys = np.asarray(k_kg), [np.asarray(x) for x in keys]  # jax arrays -> numpy
         members = [[i for i, g in enumerate(group_of) if g == gg] for gg in range(G)]
-        for g, leaf_ids in enumerate(members):
-            for k in range(K):
-                rows = [np.asarray(keys[i][k]) for i in leaf_ids]
-                row = rows[0] if len(rows) == 1 else np.concatenate(rows)
-                t_kg[k, g], q_kg[k, g] = _select_row(row, int(k_kg[k, g]), top)
+
+        def one(kg):
+            k, g = kg
+            rows = [keys[i][k] for i in members[g]]
+            row = rows[0] if len(rows) == 1 else np.concatenate(rows)
+            return _select_row(row, int(k_kg[k, g]), top)
+
+        jobs = [(k, g) for g in range(G) for k in range(K)]
+        with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
+            out = list(pool.map(one, jobs))  # numpy's partition releases the GIL
+        t_kg = np.empty((K, G), np.uint32)
+        q_kg = np.empty((K, G), np.int32)
+        for (k, g), (t, q) in zip(jobs, out):
+            t_kg[k, g], q_kg[k, g] = t, q
         return t_kg, q_kg
 
     shapes = (
