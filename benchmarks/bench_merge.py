@@ -6,10 +6,13 @@ throughput {value, unit}, peer {impl, p50_s} or null, ratio = peer time / ours o
 * ``copy_bandwidth/numpy_add``: numpy ``a = b + c`` over the bytes a merge moves (the limit);
 * ``merge/<method>``: a whole-pytree merge (``merging.methods.merge_fn``); throughput is GB/s
   of K fine-tuned + base read and the merged model written; extra keys ``fraction_of_copy_bw``
-  and, for TIES, ``over_task_arithmetic``; the peer is plain PyTorch when importable
-  (dict-comprehension task arithmetic, ``kthvalue`` global TIES);
+  and, for TIES, ``over_task_arithmetic`` (wall) and ``over_task_arithmetic_cpu`` (CPU seconds
+  of all threads: readable when other jobs share the machine); the peer is plain PyTorch when
+  importable (dict-comprehension task arithmetic, ``kthvalue`` global TIES);
 * ``merge_per_tensor/<method>``: the same merge run tensor by tensor (one call per leaf, as a
   streaming checkpoint merge does; compiled once per distinct shape);
+* ``threshold/<count|host>`` (``--select``): exact global top-k masks of the [K, P] task vectors
+  (TIES' trim) by the device counting search and by the host introselect (CPU's default);
 * ``combine/<domain|layer>/K=<k>`` (``--combine-ks``): compile time of
   ``jit(value_and_grad(combine))`` on a MiniLM-shaped pytree (abstract shapes; nothing is run).
 
@@ -24,17 +27,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import merging
+from jaxrec.merging import topk
 from jaxrec.merging.methods import merge_fn
 from jaxrec.merging.tree import leaf_paths
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import record  # noqa: E402  (the benchmarks' shared JSON schema)
 
 METHOD_HPARAMS = {
     "task_arithmetic": {},
@@ -92,16 +99,19 @@ def make_models(shapes, k: int, seed: int = 0):
     return base, fts
 
 
-def timeit(fn, repeats: int) -> tuple[float, list[float]]:
+def timeit(fn, repeats: int) -> tuple[float, list[float], float]:
+    """First-call seconds, wall seconds of ``repeats`` calls, and their median CPU seconds (all
+    threads: a load-independent view of the work when other jobs share the machine)."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return first, times
+        cpu.append(time.process_time() - c0)
+    return first, times, round(float(np.median(cpu)), 4)
 
 
 def copy_bandwidth(n: int, repeats: int) -> list[float]:
@@ -155,26 +165,6 @@ def torch_peers(base_np, fts_np, repeats: int) -> dict:
     return res
 
 
-def versions() -> dict:
-    return {"jax": jax.__version__, "numpy": np.__version__, "python": platform.python_version()}
-
-
-def line(name, *, compile_s, times, throughput, unit, peer=None, **extra) -> dict:
-    p50, p90 = float(np.median(times)), float(np.percentile(times, 90))
-    out = {
-        "name": name,
-        "device": jax.devices()[0].device_kind,
-        "versions": versions(),
-        "compile_s": None if compile_s is None else round(max(compile_s, 0.0), 3),
-        "p50_s": round(p50, 4),
-        "p90_s": round(p90, 4),
-        "throughput": {"value": round(throughput(p50), 3), "unit": unit},
-        "peer": None if peer is None else {"impl": peer[0], "p50_s": round(peer[1], 4)},
-        "ratio": None if peer is None else round(peer[1] / p50, 3),
-    }
-    return out | extra
-
-
 def per_tensor_runner(method: str, hp: dict, base, fts):
     """One ``merge_fn`` call per leaf ({"t": leaf}); compiled once per distinct shape."""
     fn = merge_fn(method, **hp)
@@ -211,23 +201,38 @@ def combine_compile(ks, is_leaf=lambda x: isinstance(x, tuple)):
             t1 = time.perf_counter()
             lowered.compile()
             t2 = time.perf_counter()
-            cs = t2 - t1
-            print(
-                json.dumps(
-                    line(
-                        f"combine/{mode}/K={k}",
-                        compile_s=cs,
-                        times=[t1 - t0],
-                        throughput=lambda p50, cs=cs: 1.0 / cs,
-                        unit="compiles/s",
-                        k=k,
-                        leaves=n_leaves,
-                        trace_lower_s=round(t1 - t0, 3),
-                        note="p50_s is the trace+lower time; nothing is executed",
-                    )
-                ),
-                flush=True,
+            record(
+                f"combine/{mode}/K={k}",
+                [t1 - t0],
+                compile_s=t2 - t1,
+                work=1.0,
+                unit="traces/s",
+                k=k,
+                leaves=n_leaves,
+                note="p50_s is the trace+lower time, compile_s the XLA compile; nothing runs",
             )
+
+
+def threshold_cases(base, fts, selects, repeats, common):
+    """Global top-k masks of the stacked task vectors (TIES' trim) by each ``select`` path."""
+    stacked = [
+        jnp.stack([f - b for f in fl]) for b, *fl in zip(*map(jax.tree.leaves, [base, *fts]))
+    ]
+    flat_kp = jax.block_until_ready(topk.flatten(stacked))
+    gb = flat_kp.size * 4 / 1e9
+    for select in [s for s in selects if s != "none"]:
+        fn = jax.jit(lambda x, s=select: topk.top_k_masks([x], 0.2, select=s)[0])
+        first, times, cpu_s = timeit(lambda fn=fn: fn(flat_kp), repeats)
+        record(
+            f"threshold/{select}",
+            times,
+            compile_s=first - float(np.median(times)),
+            work=gb,
+            unit="GB/s",
+            cpu_s=cpu_s,
+            note="exact global top-k masks of [K, P] task vectors (GB read per call)",
+            **common,
+        )
 
 
 def main(argv=None):
@@ -254,6 +259,12 @@ def main(argv=None):
         "--combine-ks", default="", help="K values for the combine compile-time cases, e.g. 4,16,64"
     )
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer (--small does)")
+    ap.add_argument(
+        "--select",
+        default="count,host",
+        help="threshold/<select> cases: global TIES top-k masks (density 0.2) by each of "
+        "topk.SELECT's paths, in the same run ('none' to skip)",
+    )
     args = ap.parse_args(argv)
     params = args.params or (2e6 if args.small else 110e6)
     k = args.k or (4 if args.small else 8)
@@ -271,22 +282,10 @@ def main(argv=None):
         fts = [jax.tree.map(jnp.asarray, f) for f in fts_np]
     io_bytes = (k + 2) * 4 * n  # read K fine-tuned + base, write merged
     common = {"params": n, "k": k, "bytes": io_bytes}
-    gbps = lambda p50: io_bytes / p50 / 1e9
+    gbs = io_bytes / 1e9  # the work of one merge, in GB moved
     copy_times = copy_bandwidth((k + 2) * n // 3, repeats)
-    copy = io_bytes / float(np.median(copy_times)) / 1e9
-    print(
-        json.dumps(
-            line(
-                "copy_bandwidth/numpy_add",
-                compile_s=None,
-                times=copy_times,
-                throughput=gbps,
-                unit="GB/s",
-                **common,
-            )
-        ),
-        flush=True,
-    )
+    copy = record("copy_bandwidth/numpy_add", copy_times, compile_s=None, work=gbs, unit="GB/s")
+    copy_gbps = copy["throughput"]["value"]
     peers = {}
     if methods and not (args.no_torch or args.small):
         peers = torch_peers(base_np, fts_np, max(1, repeats // 2))
@@ -295,41 +294,43 @@ def main(argv=None):
         hp = dict(METHOD_HPARAMS[name])
         method = "ties" if name.startswith("ties") else name
         fn = merge_fn(method, **hp)
-        first, times = timeit(lambda fn=fn: fn(base, fts), repeats)
+        first, times, cpu_s = timeit(lambda fn=fn: fn(base, fts), repeats)
         p50 = float(np.median(times))
-        results[name] = p50
-        peer = peers.get(name)
-        extra = {"hparams": hp, "fraction_of_copy_bw": round(gbps(p50) / copy, 3)}
+        results[name] = (p50, cpu_s)
+        extra = {"hparams": hp, "fraction_of_copy_bw": round(gbs / p50 / copy_gbps, 3)}
         if name.startswith("ties") and "task_arithmetic" in results:
-            extra["over_task_arithmetic"] = round(p50 / results["task_arithmetic"], 2)
-        out = line(
+            ta_p50, ta_cpu = results["task_arithmetic"]
+            extra["over_task_arithmetic"] = round(p50 / ta_p50, 2)
+            extra["over_task_arithmetic_cpu"] = round(cpu_s / max(ta_cpu, 1e-9), 2)
+        peer = peers.get(name)
+        record(
             f"merge/{name}",
+            times,
             compile_s=first - p50,
-            times=times,
-            throughput=gbps,
+            work=gbs,
             unit="GB/s",
-            peer=None if peer is None else (f"torch {peers['torch_version']}", peer),
+            peer=None if peer is None else (f"torch {peers['torch_version']}", [peer]),
+            cpu_s=cpu_s,
             **common,
             **extra,
         )
-        print(json.dumps(out), flush=True)
     for name in [m for m in args.per_tensor.split(",") if m and m != "none"]:
         hp = dict(METHOD_HPARAMS[name]) | ({"granularity": "tensor"} if name == "ties" else {})
-        run = per_tensor_runner(name, hp, base, fts)
-        first, times = timeit(run, repeats)
-        p50 = float(np.median(times))
-        out = line(
+        first, times, cpu_s = timeit(per_tensor_runner(name, hp, base, fts), repeats)
+        record(
             f"merge_per_tensor/{name}",
-            compile_s=first - p50,
-            times=times,
-            throughput=gbps,
+            times,
+            compile_s=first - float(np.median(times)),
+            work=gbs,
             unit="GB/s",
+            cpu_s=cpu_s,
             **common,
             hparams=hp,
             tensors=len(jax.tree.leaves(base)),
             distinct_shapes=len({x.shape for x in jax.tree.leaves(base)}),
         )
-        print(json.dumps(out), flush=True)
+    if args.select:
+        threshold_cases(base, fts, args.select.split(","), repeats, common)
     if args.combine_ks:
         combine_compile([int(v) for v in args.combine_ks.split(",")])
 
