@@ -1,5 +1,6 @@
 """Fine-tuning: learns real signal, resumes after an interruption with identical results."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -43,25 +44,51 @@ def test_contrastive_loss_matches_numpy():
     np.testing.assert_allclose(ft.contrastive_loss(u, i, 0.05), ref, rtol=1e-5)
 
 
-def test_finetune_improves_validation_and_is_cached(setup, tmp_path):
+@pytest.fixture(scope="module")
+def one_step(setup):
+    """``make_train_step`` memoised per (backbone, config): every fine-tuning run of this module
+    (same data and CFG, hence the same optimiser schedule) reuses one compiled step instead of
+    compiling it again per run; what is tested (training, resume, caching) is unchanged."""
+    real, compiled = ft.make_train_step, {}
+
+    def memo(backbone, optimizer, cfg):
+        key = (id(backbone), cfg)
+        if key not in compiled:
+            compiled[key] = real(backbone, optimizer, cfg)
+        return compiled[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ft, "make_train_step", memo)
+        yield memo
+
+
+@pytest.fixture(scope="module")
+def full_run(setup, one_step, tmp_path_factory):
+    """One uninterrupted fine-tuning run, shared by the tests below."""
     bb, dom = setup
+    workdir = tmp_path_factory.mktemp("finetune") / "full"
+    return ft.finetune(bb, [dom], CFG, workdir), workdir
+
+
+def test_finetune_improves_validation_and_is_cached(setup, full_run):
+    bb, dom = setup
+    params, workdir = full_run
     before = ft.evaluate(bb, bb.params, dom, "val")["ndcg@10"]
-    params = ft.finetune(bb, [dom], CFG, tmp_path / "run")
     after = ft.evaluate(bb, params, dom, "val")["ndcg@10"]
     assert after > before + 0.02, (before, after)
-    assert (tmp_path / "run" / "done.json").exists()
-    again = ft.finetune(bb, [dom], CFG, tmp_path / "run")  # finished: loaded, not retrained
+    assert (workdir / "done.json").exists()
+    again = ft.finetune(bb, [dom], CFG, workdir)  # finished: loaded, not retrained
     np.testing.assert_array_equal(
         np.asarray(again["layers"][0]["mlp_in"]["kernel"][...]),
         np.asarray(params["layers"][0]["mlp_in"]["kernel"][...]),
     )
 
 
-def test_resume_after_interruption_gives_identical_result(setup, tmp_path, monkeypatch):
+def test_resume_after_interruption_gives_identical_result(setup, full_run, tmp_path, monkeypatch):
     bb, dom = setup
-    full = ft.finetune(bb, [dom], CFG, tmp_path / "full")
+    full, _ = full_run
     calls = {"n": 0}
-    real = ft.make_train_step
+    real = ft.make_train_step  # the module's memoised step (one_step)
 
     def crashing(*a, **k):
         step = real(*a, **k)
@@ -83,7 +110,5 @@ def test_resume_after_interruption_gives_identical_result(setup, tmp_path, monke
     assert ck.latest_step() == 8 and 8 % steps_per_epoch  # resumes mid-epoch
     ck.close()
     resumed = ft.finetune(bb, [dom], CFG, tmp_path / "crash")
-    import jax
-
     for x, y in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
