@@ -79,6 +79,7 @@ def named_configs(inner_steps: int) -> dict[str, stable.StableConfig]:
         "corr_floor8": dataclasses.replace(old, normalize=True, noise_floor=8.0),
         "corr_floor12": dataclasses.replace(old, normalize=True, noise_floor=12.0),
         "active1024": stable.StableConfig(inner_steps=inner_steps, max_pairs=1024),
+        "amortized": stable.StableConfig.amortized(),
     }
 
 
@@ -99,14 +100,26 @@ def planted_share(x: np.ndarray, key) -> float:
     return float(2 * sq[0, 1] / total)
 
 
-def run_case(design, n, d, name, cfg, seed):
+def run_case(design, n, d, name, cfg, seed, batches=300):
     x, targets = DESIGNS[design](n, d, seed)
-    fn = jax.jit(lambda x, k: stable.reweight(x, None, k, cfg)[0])
     key = jax.random.key(seed)
-    w = jax.block_until_ready(fn(jnp.asarray(x), key))  # compile + run
-    t0 = time.perf_counter()
-    w = np.asarray(jax.block_until_ready(fn(jnp.asarray(x), key)))
-    wall = time.perf_counter() - t0
+    if cfg.weighting == "amortized":  # learned across `batches` fresh batches, then applied to x
+        fn = jax.jit(lambda x, s, k: stable.reweight(x, s, k, cfg)[:2])
+        state = stable.init_memory(n, d, config=cfg)
+        for t in range(batches):
+            x_t = DESIGNS[design](n, d, 100_000 * (seed + 1) + t)[0]
+            _, state = fn(jnp.asarray(x_t), state, jax.random.fold_in(key, t))
+        jax.block_until_ready(state)
+        t0 = time.perf_counter()
+        w, _ = jax.block_until_ready(fn(jnp.asarray(x), state, jax.random.fold_in(key, batches)))
+        wall = time.perf_counter() - t0
+        w = np.asarray(w)
+    else:
+        fn = jax.jit(lambda x, k: stable.reweight(x, None, k, cfg)[0])
+        w = jax.block_until_ready(fn(jnp.asarray(x), key))  # compile + run
+        t0 = time.perf_counter()
+        w = np.asarray(jax.block_until_ready(fn(jnp.asarray(x), key)))
+        wall = time.perf_counter() - t0
     ones = np.ones(n, np.float32)
     line = {
         "design": design,
@@ -115,6 +128,8 @@ def run_case(design, n, d, name, cfg, seed):
         "config": name,
         "seed": seed,
         "inner_steps": cfg.inner_steps,
+        "weighting": cfg.weighting,
+        "batches": batches if cfg.weighting == "amortized" else 1,
         "ess_frac": round(float(stable.effective_sample_size(jnp.asarray(w))) / n, 3),
         "call_s": round(wall, 3),
     }
@@ -135,6 +150,12 @@ def main(argv=None):
     p.add_argument("--configs", nargs="+", default=None, help="names from named_configs()")
     p.add_argument("--inner-steps", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=300,
+        help="amortized configs: batches the weighting function learns on before the measured one",
+    )
     p.add_argument(
         "--set", nargs="*", default=[], help="extra config: NAME:field=value,field=value"
     )
@@ -157,7 +178,8 @@ def main(argv=None):
         for d in args.widths:
             for name in names:
                 for seed in args.seeds:
-                    print(json.dumps(run_case(design, args.n, d, name, configs[name], seed)))
+                    line = run_case(design, args.n, d, name, configs[name], seed, args.batches)
+                    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

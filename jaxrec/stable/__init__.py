@@ -7,6 +7,7 @@ One memory layout throughout: RFF features are ``z_knd`` [K, N, D] (RFF index fi
 :func:`rff_features` returns them and every HSIC function takes them.
 """
 
+from jaxrec.stable.amortized import WeightFunction, init_weight_function
 from jaxrec.stable.hsic import (
     group_onehot,
     hsic_active_pairs_knd,
@@ -31,6 +32,7 @@ from jaxrec.stable.weights import (
 
 __all__ = [
     "StableConfig",
+    "WeightFunction",
     "WeightMemory",
     "effective_sample_size",
     "fast_cos",
@@ -41,6 +43,7 @@ __all__ = [
     "hsic_paper",
     "hsic_stablenet",
     "init_memory",
+    "init_weight_function",
     "learn_sample_weights",
     "reweight",
     "rff_apply",

@@ -224,7 +224,10 @@ class Trainer:
     def _init(self, key) -> TrainState:
         k_init, k_train = jax.random.split(key)
         params, batch_stats = nnx.split(self._build(k_init), nnx.Param, nnx.BatchStat, ...)[1:3]
-        memory = {lv: stable.init_memory(self.cfg.batch_size, d) for lv, d in self.levels}
+        memory = {
+            lv: stable.init_memory(self.cfg.batch_size, d, config=self.cfg.stable)
+            for lv, d in self.levels
+        }
         return {
             "params": params,
             "batch_stats": batch_stats,
