@@ -9,11 +9,13 @@ delay. Compared: ``results.csv``, ``results.md``, every ``results/<run>.json`` a
 every learned trajectory and loss curve (``learned/<run>.npz``), the fine-tuned models and
 teacher tables, ``config.json``.
 
-Default run: the learned merge killed while its checkpoint is written, then again once the
-checkpoint exists (before its results are written); that test starts from a copy of the
-reference with one learned run's files removed, so it costs one learned run, not a whole
-pipeline. ``-m slow``: kills from scratch during fine-tuning (also during its checkpoint write),
-the training-free merges, and evaluation/report writing.
+Default run: the learned merge killed once its checkpoint exists (the tiny config's 3 steps
+checkpoint at the end only: ``learn_coefficients`` checkpoints every 100 steps), before or while
+its results are written; it starts from a copy of the reference with one learned run's files
+removed, so it costs one learned run, not a whole pipeline. ``-m slow``: the same learned merge
+killed while orbax writes its checkpoint, then again after; and kills from scratch during
+fine-tuning (also during its checkpoint write), the training-free merges, and
+evaluation/report writing.
 """
 
 from __future__ import annotations
@@ -127,32 +129,53 @@ def assert_same_outputs(workdir: Path, reference: Path) -> None:
     assert not torn and not (workdir / ".lock").exists(), torn
 
 
-def test_learned_merge_killed_during_and_after_its_checkpoint(mergerec_cli_reference, tmp_path):
-    argv, reference = mergerec_cli_reference
-    workdir = tmp_path / "w"
+def _without_learned_run(reference: Path, workdir: Path) -> Path:
+    """A copy of the reference as a run that got as far as the learned merges leaves it:
+    ``LEARNED`` not started, no tables; returns ``LEARNED``'s checkpoint folder."""
     shutil.copytree(reference, workdir)
-    # the state of a run that got as far as the learned merges: LEARNED not started, no tables
     shutil.rmtree(workdir / "learned" / LEARNED)
     for p in [workdir / "learned" / f"{LEARNED}.npz", *workdir.glob(f"results/{LEARNED}.*")]:
         p.unlink()
     for p in [*workdir.glob("results.*"), *workdir.glob("*.png")]:
         p.unlink()
-    ckpt = workdir / "learned" / LEARNED / "ckpt"
+    return workdir / "learned" / LEARNED / "ckpt"
 
+
+def _finished_checkpoint(ckpt: Path) -> Callable[[Path], str | None]:
+    def ready(w: Path) -> str | None:
+        done = (ckpt / "3" / "commit_success.txt").is_file()
+        return "checkpoint 3" if done and _checkpoint_write(ckpt) == "done" else None
+
+    return ready
+
+
+def test_learned_merge_killed_once_its_checkpoint_exists(mergerec_cli_reference, tmp_path):
+    """Killed after the learned merge's checkpoint is written, before (or while) its results
+    are; the rerun resumes from the checkpoint (no step retrained) and finishes everything."""
+    argv, reference = mergerec_cli_reference
+    workdir = tmp_path / "w"
+    ckpt = _without_learned_run(reference, workdir)
+    delay = float(np.random.default_rng(16).uniform(0.0, 0.3))
+    _kill_when(argv, workdir, _finished_checkpoint(ckpt), delay=delay)
+    assert not (workdir / "results.csv").exists()
+    out = _run(argv, workdir)
+    assert "outputs:" in out.stdout
+    assert_same_outputs(workdir, reference)
+
+
+@pytest.mark.slow
+def test_learned_merge_killed_during_and_after_its_checkpoint(mergerec_cli_reference, tmp_path):
+    argv, reference = mergerec_cli_reference
+    workdir = tmp_path / "w"
+    ckpt = _without_learned_run(reference, workdir)
     first = _kill_when(argv, workdir, lambda w: _checkpoint_write(ckpt), delay=0.0)
     print(f"first kill: checkpoint write ({first})")
     # the second run resumes (or restarts, if the first kill tore the only checkpoint) and is
     # killed once the finished checkpoint exists: before or while the results are written
-    rng = np.random.default_rng(16)
-
-    def finished_checkpoint(w):
-        done = ckpt / "3" / "commit_success.txt"
-        return "checkpoint 3" if done.is_file() and _checkpoint_write(ckpt) == "done" else None
-
-    _kill_when(argv, workdir, finished_checkpoint, delay=float(rng.uniform(0.0, 0.3)))
+    delay = float(np.random.default_rng(17).uniform(0.0, 0.3))
+    _kill_when(argv, workdir, _finished_checkpoint(ckpt), delay=delay)
     assert not (workdir / "results.csv").exists()
-    out = _run(argv, workdir)
-    assert "outputs:" in out.stdout
+    _run(argv, workdir)
     assert_same_outputs(workdir, reference)
 
 
