@@ -36,6 +36,7 @@ import ast
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import types
 import typing
@@ -497,9 +498,12 @@ def parse_value(raw: str, tp: Any) -> Any:
             raise ValueError(f"{_short(raw)} is not an integer") from None
     if tp is float:
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ValueError(f"{_short(raw)} is not a number") from None
+        if math.isnan(value):  # passes every range check (all comparisons are False)
+            raise ValueError(f"{_short(raw)} is NaN, which no config field accepts")
+        return value
     if tp is str:
         return raw
     if tp is type(None):
