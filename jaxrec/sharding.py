@@ -44,6 +44,7 @@ __all__ = [
     "local_batch_slice",
     "maybe_initialize_distributed",
     "is_primary",
+    "put",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,22 @@ def named_sharding(
     return NamedSharding(mesh, logical_spec(logical_axes, rules))
 
 
+def put(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``jax.device_put(x, sharding)``, also with several processes: there ``x`` is a value every
+    process holds alike (a host array, or an array on one of its devices) and each process
+    copies only the slices of its own devices (``jax.make_array_from_callback``; no check that
+    the processes agree, no transfer of the whole value). PRNG key arrays keep their type."""
+    if jax.process_count() == 1 or sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x, sharding)  # already global: a reshard
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = put(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def _fits(shape: tuple[int, ...], mesh: Mesh, spec: PartitionSpec) -> bool:
     for dim, axis in zip(shape, spec):
         if axis is not None and dim % mesh.shape[axis]:
@@ -134,16 +151,16 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """
     n = mesh.shape["data"]
 
-    def put(path, x):
+    def place(path, x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x
         if x.ndim == 0 or x.shape[0] % n:
             raise ValueError(
                 f"batch leaf {jax.tree_util.keystr(path)} with shape {x.shape} "
                 f"cannot be split over {n} data devices"
             )
-        return jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+        return put(x, NamedSharding(mesh, PartitionSpec("data")))
 
-    return jax.tree_util.tree_map_with_path(put, batch)
+    return jax.tree_util.tree_map_with_path(place, batch)
 
 
 def shard_along(
@@ -156,13 +173,13 @@ def shard_along(
     ``("tasks", "params")``); a leaf whose size does not divide stays replicated on that axis."""
     spec = logical_spec(logical_axes, rules)
 
-    def put(x):
+    def place(x):
         leaf_spec = PartitionSpec(*spec[: np.ndim(x)])
         if not _fits(np.shape(x), mesh, leaf_spec):
             leaf_spec = PartitionSpec()
-        return jax.device_put(x, NamedSharding(mesh, leaf_spec))
+        return put(x, NamedSharding(mesh, leaf_spec))
 
-    return jax.tree_util.tree_map(put, tree)
+    return jax.tree_util.tree_map(place, tree)
 
 
 def param_spec(shape: Sequence[int], mesh: Mesh, axis: str = "model") -> PartitionSpec:
@@ -185,7 +202,7 @@ def shard_params(tree: Any, mesh: Mesh, axis: str = "model") -> Any:
     """Places every leaf of a parameter pytree by :func:`param_spec` (a 1-device axis:
     replicated)."""
     return jax.tree.map(
-        lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(np.shape(x), mesh, axis))),
+        lambda x: put(x, NamedSharding(mesh, param_spec(np.shape(x), mesh, axis))),
         tree,
     )
 
@@ -197,12 +214,12 @@ def shard_stack(tree: Any, mesh: Mesh, axis: str = "model", dtype: Any = None) -
     ``sum_k c_k tau_k`` needs no communication. ``dtype`` (e.g. ``jnp.bfloat16``) casts the
     stack on the way (stored in that dtype, read as float32 by ``merging.combine``)."""
 
-    def put(x):
+    def place(x):
         spec = param_spec(np.shape(x)[1:], mesh, axis)
         x = x if dtype is None else x.astype(dtype)
-        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, *spec)))
+        return put(x, NamedSharding(mesh, PartitionSpec(None, *spec)))
 
-    return jax.tree.map(put, tree)
+    return jax.tree.map(place, tree)
 
 
 def global_batch(local: Any, mesh: Mesh, axis: str = "data") -> Any:
@@ -245,7 +262,8 @@ def host_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Copies every leaf to all devices of the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: put(x, sharding), tree)
 
 
 def maybe_initialize_distributed() -> bool:
