@@ -6,9 +6,9 @@
 
 All local devices form the mesh (``--set mesh_data=... --set mesh_model=...``). With the usual
 coordinator environment (JAX_COORDINATOR_ADDRESS, or JAXREC_MULTIHOST=1 where jax detects the
-cluster) ``jax.distributed.initialize()`` is called before anything touches a device, but the
-pipeline is not yet tested across processes (its result files are written by every process):
-run it as one process per experiment (README, "Multi-host"). Rerunning
+cluster) ``jax.distributed.initialize()`` is called before anything touches a device; every
+process runs the same stages and process 0 writes the files (README, "Multi-host", says how far
+that is tested). Rerunning
 with the same workdir resumes: finished stages are reused, interrupted training continues from its
 last checkpoint.
 """
