@@ -145,7 +145,9 @@ def amortized_step(a_dd, x_nd, valid_n, key, cfg: StableConfig):
     """One SGD step on ``A`` with the gradient kept on the pairs above the noise floor.
 
     Returns:
-        ``(new_a_dd, loss)``.
+        ``(new_a_dd, loss, hsic_uniform, hsic_weighted)``: the loss, and its HSIC term (pair
+        statistics above the floor summed over distinct pairs) under uniform weights and under
+        the weights before the step, on this step's rows and RFF draw.
     """
     w, b_kd = rff_draws(key, x_nd.shape[1], cfg.num_rff, "paper")
     z_knd = rff_apply(x_nd, w, b_kd, "paper")
@@ -154,7 +156,12 @@ def amortized_step(a_dd, x_nd, valid_n, key, cfg: StableConfig):
     )
     off_de = 1.0 - jnp.eye(s_de.shape[0], dtype=s_de.dtype)
     active_de = jax.lax.stop_gradient((s_de > floor) * off_de)
-    return a_dd - cfg.fn_lr * g_dd * active_de, loss
+    s0_de, floor0 = pair_statistics(
+        z_knd, valid_n / jnp.maximum(valid_n.sum(), 1.0), cfg.noise_floor
+    )
+    hsic_uniform = jnp.sum(jax.nn.relu(s0_de - floor0) * off_de)
+    hsic_weighted = jnp.sum(jax.nn.relu(s_de - floor) * off_de)
+    return a_dd - cfg.fn_lr * g_dd * active_de, loss, hsic_uniform, hsic_weighted
 
 
 def _standardize(x_nd, valid_n):
@@ -183,8 +190,9 @@ def reweight_amortized(
     Returns:
         ``(weights_n, new_state, info)`` as :func:`jaxrec.stable.reweight`; ``hsic_before`` and
         ``hsic_after`` are the loss's HSIC term (pair statistics above the noise floor, summed
-        over distinct pairs) on the loss subsample with one RFF draw not used by the steps,
-        under uniform and learned weights.
+        over distinct pairs) in the last step (its rows and RFF draw; no extra evaluation),
+        under uniform weights and under the function's weights before that step (0 when
+        ``fn_steps = 0``).
 
     References: SAF (AAAI 2026); StableNet (CVPR 2021).
     """
@@ -196,7 +204,7 @@ def reweight_amortized(
         )
     a_dd = jnp.zeros((d, d), jnp.float32) if state is None else state.a_dd
     xs_nd = _standardize(x_nd, valid_n)
-    k_rows, k_steps, k_eval = jax.random.split(key, 3)
+    k_rows, k_steps = jax.random.split(key)
     rows = min(n, cfg.fn_rows)
     if rows < n:  # a subsample of the valid rows (Gumbel top-k: fixed shape)
         gumbel_n = jax.random.gumbel(k_rows, (n,))
@@ -205,25 +213,17 @@ def reweight_amortized(
     else:
         xr_rd, vr_r = xs_nd, valid_n
 
-    def body(step, a):
-        return amortized_step(a, xr_rd, vr_r, jax.random.fold_in(k_steps, step), cfg)[0]
+    def body(step, carry):
+        a, _, _ = carry
+        a, _, h_uniform, h_weighted = amortized_step(
+            a, xr_rd, vr_r, jax.random.fold_in(k_steps, step), cfg
+        )
+        return a, h_uniform, h_weighted
 
-    a_dd = jax.lax.fori_loop(0, cfg.fn_steps, body, a_dd)
+    zero = jnp.zeros((), jnp.float32)
+    a_dd, h_uniform, h_weighted = jax.lax.fori_loop(0, cfg.fn_steps, body, (a_dd, zero, zero))
     w_n = _masked_softmax(quadratic_score(a_dd, xs_nd, cfg.fn_bound), valid_n) * valid_n.sum()
     w_n = jnp.where(valid_n > 0, w_n, 0.0)
-
-    w, b_kd = rff_draws(k_eval, d, cfg.num_rff, "paper")
-    z_krd = rff_apply(xr_rd, w, b_kd, "paper")
-    off_dd = 1.0 - jnp.eye(d, dtype=jnp.float32)
-
-    def total(p_r):  # the loss's HSIC term: dependence above the noise floor
-        s_dd, floor = pair_statistics(z_krd, p_r, cfg.noise_floor)
-        return jnp.sum(jax.nn.relu(s_dd - floor) * off_dd)
-
-    q_r = _masked_softmax(quadratic_score(a_dd, xr_rd, cfg.fn_bound), vr_r)
-    info = {
-        "hsic_before": total(vr_r / jnp.maximum(vr_r.sum(), 1.0)),
-        "hsic_after": total(q_r),
-    }
+    info = {"hsic_before": h_uniform, "hsic_after": h_weighted}
     new_state = None if state is None else WeightFunction(a_dd=a_dd, count=state.count + 1)
     return w_n, new_state, info
