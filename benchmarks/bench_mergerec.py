@@ -12,7 +12,8 @@ Suite ``k`` (default), one line per K (``--ks``, default 4, 16, 64):
   ``merge_p50_s`` / ``merge_compile_s``: the merge alone (``merging.combine``), the part of the
   step that grows with K.
 * Goals: compile time flat in K, ``merge_p50_s`` linear in K, ``stack_fraction_per_device``
-  = 1 / (model-axis size).
+  = 1 / (model-axis size), ``memory_per_device.temp`` well under a float32 copy of the stack
+  shard (a bf16 stack is merged in chunks of K; README, the K table).
 
 Suite ``reference``: the step and the item encoding in jaxrec's design vs the reference code's
 design (per-sample Python loss loop over a dense N x N teacher; re-merging in every forward).
