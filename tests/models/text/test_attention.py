@@ -106,6 +106,74 @@ def test_dense_attention_matches_reference(use_jit):
     np.testing.assert_allclose(got, np.einsum("bhqk,bkhd->bqhd", p, v), atol=1e-5)
 
 
+def _qkv_valid(rng, b, seq_len, h, d, dtype=np.float32):
+    q, k, v = (rng.normal(size=(b, seq_len, h, d)).astype(dtype) for _ in range(3))
+    valid = np.ones((b, seq_len), bool)
+    valid[0, seq_len // 2 :] = False  # padded keys
+    valid[-1, :] = False  # a fully padded sequence: uniform weights, as in the one-shot form
+    return q, k, v, valid
+
+
+@pytest.mark.parametrize(("use_jit", "block"), [(True, 4), (True, 20), (False, 7)])
+def test_blocked_attention_equals_one_shot_value_and_grad(use_jit, block):
+    """The CPU kernel (query blocks, late normalisation; 20 rows padded to 3 x 7 for block=7)."""
+    q, k, v, valid = _qkv_valid(np.random.default_rng(3), 3, 20, 2, 5)
+    w = np.random.default_rng(4).normal(size=q.shape).astype(np.float32)
+
+    def loss(q, k, v, block):
+        return jnp.sum(attn.dense_attention(q, k, v, valid, block=block) * w)
+
+    fn = jax.value_and_grad(loss, argnums=(0, 1, 2))
+    if use_jit:
+        fn = jax.jit(fn, static_argnums=3)
+    (l_blk, g_blk), (l_ref, g_ref) = fn(q, k, v, block), fn(q, k, v, 0)
+    np.testing.assert_allclose(l_blk, l_ref, rtol=1e-5)
+    for a, b in zip(g_blk, g_ref):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    s = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(5)  # and against float64 numpy
+    p = _softmax(np.where(valid[:, None, None, :], s, -1e30))
+    want = np.einsum("bhqk,bkhd->bqhd", p, v)
+    got = attn.dense_attention(q, k, v, valid, block=block)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+
+
+def test_blocked_attention_dropout_is_the_documented_mask():
+    """Blocked-kernel dropout: one key per (sequence, block), applied to the probabilities."""
+    rate, block, b, seq_len, h, d = 0.3, 4, 2, 8, 2, 3
+    q, k, v, valid = _qkv_valid(np.random.default_rng(5), b, seq_len, h, d)
+    key = jax.random.key(7)
+    got = jax.jit(
+        lambda q, k, v: attn.dense_attention(
+            q, k, v, valid, dropout_rate=rate, key=key, block=block
+        )
+    )(q, k, v)
+    keys = jax.random.split(key, (b, seq_len // block))
+    s = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+    p = _softmax(np.where(valid[:, None, None, :], s, -1e30))
+    want = np.zeros_like(q)
+    for i in range(b):
+        for j in range(seq_len // block):
+            rows = slice(j * block, (j + 1) * block)
+            keep = np.asarray(jax.random.bernoulli(keys[i, j], 1 - rate, (h, block, seq_len)))
+            p_hcl = p[i, :, rows] * keep / (1 - rate)
+            want[i, rows] = np.einsum("hcl,lhd->chd", p_hcl, v[i])
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+
+
+def test_cpu_picks_the_blocked_kernel_from_its_length_and_bf16_matches():
+    rng = np.random.default_rng(6)
+    seq_len = attn.CPU_BLOCK + 8
+    q, k, v, valid = _qkv_valid(rng, 2, seq_len, 2, 4)
+    auto = jax.jit(lambda q, k, v: attn.dense_attention(q, k, v, valid))
+    assert "while" in auto.lower(q, k, v).compile().as_text()  # the loop kernel on CPU
+    one_shot = attn.dense_attention(q, k, v, valid, block=0)
+    np.testing.assert_allclose(np.asarray(auto(q, k, v)), np.asarray(one_shot), atol=2e-5)
+    bf = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    got = np.asarray(auto(*bf), np.float32)
+    assert auto(*bf).dtype == jnp.bfloat16
+    np.testing.assert_allclose(got, np.asarray(one_shot), atol=5e-2)
+
+
 def test_longformer_layer_matches_dense_reference():
     """The module path (projections, global gather/scatter) against the dense reference."""
     enc = text.init_encoder(text.tiny_config("longformer", max_global_tokens=3))
@@ -149,7 +217,7 @@ def test_longformer_memory_is_linear_in_length():
         return attn.longformer_attention(q, k, v, m, *attn.global_indices(m, 2), window=32)
 
     def dense(q, k, v, m):
-        return attn.dense_attention(q, k, v, m > 0)
+        return attn.dense_attention(q, k, v, m > 0, block=0)  # the one-shot [B, H, L, L] form
 
     ratio_local = temp_bytes(local, 1024) / temp_bytes(local, 256)
     ratio_dense = temp_bytes(dense, 1024) / temp_bytes(dense, 256)
