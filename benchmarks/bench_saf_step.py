@@ -81,7 +81,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="CI-sized run")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=5, help="timed windows (median is reported)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed windows, median reported (5; --small 3)"
+    )
     p.add_argument("--steps", type=int, default=None, help="steps per timed window")
     p.add_argument(
         "--variants",
@@ -96,6 +98,7 @@ def main(argv=None):
         args.variants = ["default", "amortized"] if args.small else list(VARIANTS)
     batch = args.batch or (256 if args.small else 2048)
     steps = args.steps or (5 if args.small else 10)
+    args.repeats = args.repeats or (3 if args.small else 5)
     if args.small:
         model = SAFConfig(
             bottom_dims=(32,), expert_dims=(16,), tower_dims=(16,), gate_hidden_dims=(16,)
