@@ -187,12 +187,17 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="CI-sized cases")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case")
     parser.add_argument("--only", choices=["minilm", "longformer"], default=None)
+    parser.add_argument(
+        "--shapes", default=None, help="MiniLM cases as BATCHxLENGTH, comma-separated (16x512,...)"
+    )
     args = parser.parse_args(argv)
     if args.small:
         shapes, lengths = [(16, 64), (32, 128)], [512, 1024]
     else:
         shapes = [(b, n) for b in (16, 32, 64) for n in (64, 128, 256, 512)]
         lengths = [512, 1024, 2048, 4096]
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     meta = _meta()
     if args.only in (None, "minilm"):
         bench_minilm(shapes, args.repeats, meta)
