@@ -44,11 +44,11 @@ def test_contrastive_loss_matches_numpy():
     np.testing.assert_allclose(ft.contrastive_loss(u, i, 0.05), ref, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def one_step(setup):
-    """``make_train_step`` memoised per (backbone, config): every fine-tuning run of this module
-    (same data and CFG, hence the same optimiser schedule) reuses one compiled step instead of
-    compiling it again per run; what is tested (training, resume, caching) is unchanged."""
+def memoised_make_train_step():
+    """``make_train_step`` memoised per (backbone, config): every fine-tuning run of the test
+    below (same data and CFG, hence the same optimiser schedule) reuses one compiled step
+    instead of compiling it again per run; what is tested (training, resume, caching) is
+    unchanged."""
     real, compiled = ft.make_train_step, {}
 
     def memo(backbone, optimizer, cfg):
@@ -57,38 +57,28 @@ def one_step(setup):
             compiled[key] = real(backbone, optimizer, cfg)
         return compiled[key]
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ft, "make_train_step", memo)
-        yield memo
+    return memo
 
 
-@pytest.fixture(scope="module")
-def full_run(setup, one_step, tmp_path_factory):
-    """One uninterrupted fine-tuning run, shared by the tests below."""
+def test_finetune_improves_is_cached_and_resumes_identically(setup, tmp_path, monkeypatch):
+    """One test (one compiled step, one uninterrupted reference run, also under pytest-xdist):
+    the run beats the starting point, a finished run is loaded not retrained, and a run
+    interrupted after a mid-epoch checkpoint resumes to the same parameters."""
     bb, dom = setup
-    workdir = tmp_path_factory.mktemp("finetune") / "full"
-    return ft.finetune(bb, [dom], CFG, workdir), workdir
-
-
-def test_finetune_improves_validation_and_is_cached(setup, full_run):
-    bb, dom = setup
-    params, workdir = full_run
+    monkeypatch.setattr(ft, "make_train_step", memoised_make_train_step())
+    full = ft.finetune(bb, [dom], CFG, tmp_path / "full")
     before = ft.evaluate(bb, bb.params, dom, "val")["ndcg@10"]
-    after = ft.evaluate(bb, params, dom, "val")["ndcg@10"]
+    after = ft.evaluate(bb, full, dom, "val")["ndcg@10"]
     assert after > before + 0.02, (before, after)
-    assert (workdir / "done.json").exists()
-    again = ft.finetune(bb, [dom], CFG, workdir)  # finished: loaded, not retrained
+    assert (tmp_path / "full" / "done.json").exists()
+    again = ft.finetune(bb, [dom], CFG, tmp_path / "full")  # finished: loaded, not retrained
     np.testing.assert_array_equal(
         np.asarray(again["layers"][0]["mlp_in"]["kernel"][...]),
-        np.asarray(params["layers"][0]["mlp_in"]["kernel"][...]),
+        np.asarray(full["layers"][0]["mlp_in"]["kernel"][...]),
     )
 
-
-def test_resume_after_interruption_gives_identical_result(setup, full_run, tmp_path, monkeypatch):
-    bb, dom = setup
-    full, _ = full_run
     calls = {"n": 0}
-    real = ft.make_train_step  # the module's memoised step (one_step)
+    real = ft.make_train_step  # the memoised step
 
     def crashing(*a, **k):
         step = real(*a, **k)
