@@ -26,7 +26,7 @@ variant       bottom (32 columns)     experts (80 columns)    ESS/n
 ============  ======================  ======================  =========
 none (*)      0.229 -> 0.147          0.305 -> 0.171          0.10
 per_batch     0.223 -> 0.360          0.287 -> 0.314          0.026
-amortized     0.237 -> 0.257          0.335 -> 0.365          0.53
+amortized     0.254 -> 0.286          0.321 -> 0.352          0.56
 ============  ======================  ======================  =========
 
 (*) the w/o-SL model's features under the weights ``StableConfig()`` would give on that batch
@@ -34,10 +34,10 @@ without memory. Per-batch weights computed on the batch itself do decorrelate th
 columns (at ESS/n ~0.1 for the product of the two levels), but the weights the trainer actually
 uses did not, on the measured batch: per-batch with the feature memory raised the bottom
 level's aligned-vs-rest correlation at steps 20, 40, 80 (0.22-0.27 -> 0.31-0.37, ESS/n
-0.03-0.05) and moved the experts level by -0.05..+0.03; the amortized function (measured with
-``fn_rows=512, reg=0.2``, before its defaults became 384 / 0.3) raised both levels by 0.02-0.05
-at ESS/n ~0.5. Test-OOD mean AUC after 80 steps: 0.52 (none), 0.44 (per_batch), 0.50
-(amortized): one seed, 80 steps, not evidence of either sign.
+0.03-0.05) and moved the experts level by -0.05..+0.03; the amortized function
+(``StableConfig.amortized()``) raised both levels by 0.03-0.06 at steps 20, 40, 80, ESS/n
+~0.5. Test-OOD mean AUC after 80 steps: 0.52 (none), 0.44 (per_batch), 0.49 (amortized):
+one seed, 80 steps, not evidence of either sign.
 
 Usage::
 
