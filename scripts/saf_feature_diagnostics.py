@@ -41,7 +41,7 @@ one seed, 80 steps, not evidence of either sign.
 
 Usage::
 
-    python scripts/saf_feature_diagnostics.py --small      # about a minute on 2 loaded cores
+    python scripts/saf_feature_diagnostics.py --small      # 3 variants x 60 steps: minutes
     python scripts/saf_feature_diagnostics.py --steps 400 --at 0 100 200 400
 
 References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation,
