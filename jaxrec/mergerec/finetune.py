@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from jaxrec import checkpoint, metrics, sharding
 from jaxrec.data.domain import Domain
@@ -213,7 +214,10 @@ def finetune(
         desc=desc,
     )
     done = {"step": result.step, "best_ndcg@10": result.best_metric, "best_step": result.best_step}
-    checkpoint.atomic_write(done_file, json.dumps(done) + "\n")
+    if jax.process_index() == 0:  # several processes: one writer, the others wait for it
+        checkpoint.atomic_write(done_file, json.dumps(done) + "\n")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"finetune done: {workdir}")
     return checkpoint.load_params(best_file, target=backbone.params)
 
 
