@@ -295,6 +295,28 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
         raise UnknownNameError(f"{field}={value!r} is not valid; choose one of {choices}")
 
 
+def check_bounds(
+    owner: str, obj: Any, positive: Iterable[str] = (), **bounds: tuple[float, float]
+) -> None:
+    """Raises a ``ValueError`` naming ``owner.field``, the value and what is allowed for the first
+    field of ``obj`` that is not a finite number inside its closed range ``(low, high)``
+    (``math.inf`` for no upper bound) or, for the ``positive`` names, not > 0. ``None`` values
+    are skipped (they mean "not set")."""
+    rules = {name: (0.0, math.inf, True) for name in positive}
+    rules |= {name: (low, high, False) for name, (low, high) in bounds.items()}
+    for name, (low, high, open_low) in rules.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        inside = number and math.isfinite(value) and low <= value <= high
+        if not inside or (open_low and value == low):
+            allowed = (
+                "> 0" if open_low else f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+            )
+            raise ValueError(f"{owner}.{name}={value!r} is out of range: allowed {allowed}")
+
+
 _MODULES: dict[tuple[str, int], types.ModuleType] = {}
 
 

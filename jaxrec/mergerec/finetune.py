@@ -29,6 +29,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from jaxrec import checkpoint, metrics, sharding
+from jaxrec import config as configlib
 from jaxrec.data.domain import Domain
 from jaxrec.mergerec.backbone import Backbone, Tokens
 from jaxrec.train import loop
@@ -55,11 +56,22 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name, low in (("batch_size", 2), ("grad_accum", 1), ("max_epochs", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(
-                    f"FinetuneConfig.{name} must be >= {low}, got {getattr(self, name)}"
-                )
+        inf = math.inf
+        configlib.check_bounds(
+            "finetune",
+            self,
+            positive=("lr", "temperature", "checkpoint_seconds"),
+            batch_size=(2, inf),
+            grad_accum=(1, inf),
+            max_epochs=(0, inf),
+            warmup_steps=(0, inf),
+            weight_decay=(0, inf),
+            patience=(1, inf),
+            max_train_users=(0, inf),
+            max_eval_users=(0, inf),
+            log_every=(1, inf),
+            checkpoint_every=(1, inf),
+        )
 
 
 @dataclasses.dataclass

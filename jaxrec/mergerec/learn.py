@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrec import config as configlib
 from jaxrec import merging, sharding
 from jaxrec.mergerec import losses
 from jaxrec.train import loop
@@ -65,13 +67,18 @@ class LearnConfig:
     )
 
     def __post_init__(self):
-        for name, low in (("steps", 0), ("batch_size", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"LearnConfig.{name} must be >= {low}, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"LearnConfig.lr must be > 0, got {self.lr}")
-        if self.kd_temperature <= 0:
-            raise ValueError("kd_temperature must be > 0")
+        inf = math.inf
+        configlib.check_bounds(
+            "learn",
+            self,
+            positive=("lr", "kd_temperature"),
+            steps=(1, inf),
+            batch_size=(1, inf),
+            log_every=(1, inf),
+            kd_weight=(0, inf),
+            init=(-inf, inf),
+            refresh_items_every=(0, inf),
+        )
         if self.sampling not in ("uniform", "epoch"):
             raise ValueError(f"LearnConfig.sampling={self.sampling!r}; allowed: uniform, epoch")
         if not isinstance(self.dropout, bool):

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import time
 import typing
 from collections.abc import Sequence
@@ -73,8 +74,15 @@ class DataConfig:
             raise ValueError("data.source='files' needs data.paths")
         if not 0 < self.scarce_fraction <= 1:
             raise ValueError("scarce_fraction must be in (0, 1]")
-        if self.max_users < 0:
-            raise ValueError(f"max_users must be >= 0, got {self.max_users}")
+        inf = math.inf
+        configlib.check_bounds(
+            "data",
+            self,
+            num_domains=(1, inf),
+            num_items=(2, inf),
+            num_users=(1, inf),
+            max_users=(0, inf),
+        )
         # a field that does not apply to the chosen source is an error, not silently ignored
         configlib.check_choice("data.movielens", self.movielens, ("ml-100k", "ml-1m"))
         default = {f.name: f.default for f in dataclasses.fields(self)}
@@ -115,6 +123,13 @@ class EvalConfig:
     groups: bool = True  # user-length / item-popularity groups (Fig. 5) on the test split
     length_edges: tuple[float, ...] = (5, 10, 20)  # history-length bins
     popularity_edges: tuple[float, ...] = (5, 20, 50)  # target-item train-count bins
+
+    def __post_init__(self):
+        configlib.check_bounds("eval", self, max_users=(0, math.inf))
+        if not self.ks or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks
+        ):
+            raise ValueError(f"eval.ks={self.ks!r} is out of range: allowed integers >= 1")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -44,7 +44,7 @@ from flax import nnx
 
 from jaxrec import checkpoint, metrics, sharding, stable
 from jaxrec import workdir as workdir_lib
-from jaxrec.config import UnknownNameError, accepted_kwargs, check_choice
+from jaxrec.config import UnknownNameError, accepted_kwargs, check_bounds, check_choice
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.models import mdmt as mdmt_models
 from jaxrec.pytree import key_str
@@ -109,11 +109,22 @@ class ExperimentConfig:
                 f"model_config is a {type(self.model_config).__name__}; model {self.model!r} "
                 f"needs {cls.Config.__name__}"
             )
-        for name in ("batch_size", "eval_batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        inf = math.inf
+        check_bounds(
+            "config",
+            self,
+            positive=("learning_rate", "checkpoint_seconds"),
+            batch_size=(1, inf),
+            eval_batch_size=(1, inf),
+            epochs=(1, inf),
+            max_steps=(0, inf),
+            eval_every=(0, inf),
+            patience=(1, inf),
+            log_every=(1, inf),
+            checkpoint_every=(1, inf),
+        )
+        if self.mesh_data == 0 or self.mesh_data < -1:
+            raise ValueError(f"config.mesh_data={self.mesh_data} is out of range: -1 (all) or >= 1")
         object.__setattr__(self, "data_kwargs", dict(self.data_kwargs))
 
 

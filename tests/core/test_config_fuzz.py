@@ -274,3 +274,31 @@ def test_path_the_os_refuses_is_a_missing_path():
         cli.load_checked(
             "mergerec", "run", "configs/mergerec/main.py:tiny", ["backbone.path=" + "9" * 5000]
         )
+
+
+OUT_OF_RANGE = [  # (spec, override, the key the error must name): each loaded before this check
+    ("configs/mergerec/main.py:tiny", "learn.steps=0", "learn.steps"),
+    ("configs/mergerec/main.py:tiny", "learn.kd_weight=inf", "learn.kd_weight"),
+    ("configs/mergerec/main.py:tiny", "learn.lr=-0.001", "learn.lr"),
+    ("configs/mergerec/main.py:tiny", "data.num_items=0", "data.num_items"),
+    ("configs/mergerec/main.py:tiny", "data.num_users=-3", "data.num_users"),
+    ("configs/mergerec/main.py:tiny", "eval.ks=0", "eval.ks"),
+    ("configs/mergerec/main.py:tiny", "eval.ks=(10, -1)", "eval.ks"),
+    ("configs/mergerec/main.py:tiny", "finetune.max_epochs=-1", "finetune.max_epochs"),
+    ("configs/mergerec/main.py:tiny", "finetune.lr=0", "finetune.lr"),
+    ("configs/mergerec/main.py:tiny", "finetune.patience=0", "finetune.patience"),
+    ("configs/mdmt/saf.py:tiny", "max_steps=-5", "max_steps"),
+    ("configs/mdmt/saf.py:tiny", "learning_rate=-1", "learning_rate"),
+    ("configs/mdmt/saf.py:tiny", "eval_every=-1", "eval_every"),
+    ("configs/mdmt/saf.py:tiny", "mesh_data=0", "mesh_data"),
+    ("configs/mdmt/saf.py:tiny", "checkpoint_seconds=0", "checkpoint_seconds"),
+]
+
+
+@pytest.mark.parametrize(("spec", "override", "key"), OUT_OF_RANGE)
+def test_out_of_range_values_name_the_field_value_and_range(spec, override, key):
+    """Each value loaded silently before: now a ValueError naming the key, value and range."""
+    with pytest.raises(ValueError, match="out of range") as err:
+        config.load_config(f"{ROOT / spec}", [override])
+    assert key.rsplit(".", 1)[-1] in str(err.value), str(err.value)
+    assert override.split("=", 1)[1].split(",")[-1].strip(" ()") in str(err.value)
