@@ -22,6 +22,7 @@ References: orbax-checkpoint (google/orbax) CheckpointManager.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import uuid
@@ -210,7 +211,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (``os.replace``: same folder, so readers see the old file or the new one, never a partial
     one, even if the process is killed mid-write). On an exception the temporary file is removed
     and ``path`` is untouched. The parent folder is created if needed; the temporary name is unique
-    (``.<name>.<pid>.<random>.tmp``), so concurrent writers do not collide.
+    (``.<name>.<pid>.<random>.tmp``), so concurrent writers do not collide, and the leftovers of
+    a killed writer (its pid gone) are removed by the next write of ``path``.
 
     Example::
 
@@ -219,6 +221,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers_tmp(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
@@ -229,6 +232,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_writers_tmp(path: Path) -> None:
+    """Removes ``.<name>.<pid>.*.tmp`` beside ``path`` left by writers that were killed."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from jaxrec.checkpoint import atomic_write
+from jaxrec.checkpoint import atomic_write, pid_alive
 from jaxrec.config import config_payload
 from jaxrec.errors import StageMismatchError, WorkdirBusyError
 
@@ -134,16 +134,6 @@ def claim_config(cfg: Any, workdir: str | os.PathLike, ignore: Iterable[str] = (
     return atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def lock(workdir: str | os.PathLike) -> Iterator[Path]:
     """Holds ``workdir/.lock`` (the owner's pid) for the block.
@@ -162,7 +152,7 @@ def lock(workdir: str | os.PathLike) -> Iterator[Path]:
                 pid = int(path.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise WorkdirBusyError(
                     f"{workdir} is in use by another jaxrec run (pid {pid}); wait for it to end "
                     f"or use another workdir (a stale lock of a dead process is taken over)"

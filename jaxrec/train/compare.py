@@ -46,7 +46,7 @@ from jaxrec.config import apply_overrides, save_config
 from jaxrec.data import mdmt as mdmt_data
 from jaxrec.train import mdmt as tm
 from jaxrec.train.loop import json_safe as _json_safe
-from jaxrec.workdir import check_config
+from jaxrec.workdir import check_config, lock
 
 __all__ = [
     "CompareConfig",
@@ -200,6 +200,11 @@ def run(cfg: CompareConfig, workdir: str | Path) -> dict[str, Any]:
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with lock(workdir):  # a second compare on this workdir stops at once (WorkdirBusyError)
+        return _run(cfg, workdir)
+
+
+def _run(cfg: CompareConfig, workdir: Path) -> dict[str, Any]:
     save_config(cfg, workdir)
     results = run_all(cfg, workdir)
     summary: dict[str, Any] = {

@@ -77,6 +77,26 @@ def test_atomic_write_keeps_the_previous_file_on_a_failed_write(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    """A SIGKILL mid-write leaves ``.<name>.<pid>.<random>.tmp``; the next write of the same file
+    removes it when that pid is gone, and leaves a live writer's (and other files') alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    dead_pid = int(dead.stdout)
+    path = tmp_path / "results.csv"
+    stale = tmp_path / f".results.csv.{dead_pid}.0badc0de.tmp"
+    live = tmp_path / f".results.csv.{os.getpid()}.feedbeef.tmp"
+    other = tmp_path / f".metrics.json.{dead_pid}.0badc0de.tmp"
+    for f in (stale, live, other):
+        f.write_text("partial")
+    checkpoint.atomic_write(path, "a,b\n")
+    assert path.read_text() == "a,b\n"
+    assert not stale.exists() and live.exists() and other.exists()
+
+
 def test_save_params_failure_keeps_the_last_good_file(tmp_path):
     path = checkpoint.save_params(tmp_path / "p.safetensors", PARAMS)
     before = path.read_bytes()

@@ -239,3 +239,21 @@ def test_table1_config():
         ["run_overrides=max_steps=2,mesh_data=1"],
     )
     assert tiny.run_overrides == ("max_steps=2", "mesh_data=1") and list(tiny.runs) == ["MLP"]
+
+
+def test_a_second_compare_on_a_busy_workdir_stops_before_any_run(tmp_path):
+    import subprocess
+    import sys
+
+    from jaxrec.errors import WorkdirBusyError
+
+    cfg = load_config("configs/mdmt/table1.py:tiny,models=mlp,seeds=1")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(WorkdirBusyError, match=str(sleeper.pid)):
+            compare.run(cfg, tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing run or written
