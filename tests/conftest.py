@@ -51,6 +51,7 @@ def mergerec_cli_reference(tiny_checkpoint, tmp_path_factory):
         "finetune.patience": "1",
         "finetune.dropout": "false",
         "learn.steps": "3",
+        "learn.checkpoint_every": "1",
         "learn.batch_size": "8",
         "learn.dropout": "false",
         "seeds": "0,1",

@@ -58,6 +58,7 @@ class LearnConfig:
     dropout: bool = True  # pseudo-users encoded in train mode (backbone dropout on; reference);
     # False: deterministic (eval-mode) pseudo-users. Item tables are always encoded in eval mode.
     log_every: int = 25  # steps between fetched (NaN-checked) and logged losses
+    checkpoint_every: int = 100  # steps between checkpoints (also every 2 minutes and at the end)
     kd_weight: float = 1000.0  # lambda (effective lambda*T^2 = 2.5 with T = 0.05)
     kd_temperature: float = 0.05  # T
     kd_direction: Literal["teacher_student", "student_teacher"] = "teacher_student"
@@ -75,6 +76,7 @@ class LearnConfig:
             steps=(1, inf),
             batch_size=(1, inf),
             log_every=(1, inf),
+            checkpoint_every=(1, inf),
             kd_weight=(0, inf),
             init=(-inf, inf),
             refresh_items_every=(0, inf),
@@ -350,7 +352,7 @@ def learn_coefficients(
     desc: str = "learn",
     mesh=None,
     stack_dtype=None,
-    checkpoint_every: int = 100,
+    checkpoint_every: int | None = None,
 ):
     """Runs ``cfg.steps`` coefficient steps with the shared fit loop; returns ``(coeffs, history)``.
 
@@ -361,9 +363,9 @@ def learn_coefficients(
     one ``[steps]`` array per loss term. ``refresh_items(coeffs) -> items_knh`` is called every
     ``cfg.refresh_items_every`` steps when given (0: the merged item table stays frozen).
 
-    With ``workdir`` the run checkpoints there (every ``checkpoint_every`` steps, every two
-    minutes, at the end) and resumes (also after Ctrl-C); without it, it runs in a temporary
-    folder.
+    With ``workdir`` the run checkpoints there (every ``checkpoint_every`` steps, default
+    ``cfg.checkpoint_every``; every two minutes; at the end) and resumes (also after Ctrl-C);
+    without it, it runs in a temporary folder.
 
     With a ``mesh`` (:func:`jaxrec.sharding.make_mesh`) the task-vector stack and the base are
     split along the ``model`` axis (:func:`jaxrec.sharding.shard_stack`: each parameter's largest
@@ -402,7 +404,7 @@ def learn_coefficients(
             total_steps=cfg.steps,
             steps_per_epoch=steps_per_epoch,
             log_every=cfg.log_every,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=cfg.checkpoint_every if checkpoint_every is None else checkpoint_every,
             checkpoint_seconds=120.0,
             max_to_keep=1,
         ),

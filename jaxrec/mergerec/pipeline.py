@@ -50,6 +50,7 @@ from jaxrec.data.domain import Domain
 from jaxrec.mergerec import finetune as ft
 from jaxrec.mergerec import learn, report
 from jaxrec.mergerec.backbone import Backbone, BackboneConfig
+from jaxrec.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,7 @@ class Experiment:
         return {
             "data": configlib.to_dict(self.cfg.data),
             "backbone": configlib.to_dict(self.cfg.backbone),
-            "finetune": configlib.to_dict(self._finetune_cfg(domain)),
+            "finetune": _result_fields(self._finetune_cfg(domain)),
             "domains": self.merged_names if domain == "joint" else [domain],
         }
 
@@ -334,7 +335,7 @@ class Experiment:
         key = {
             "data": configlib.to_dict(cfg.data),
             "backbone": configlib.to_dict(cfg.backbone),
-            "finetune": configlib.to_dict(cfg.finetune),
+            "finetune": _result_fields(cfg.finetune),
             "eval": configlib.to_dict(cfg.eval),
             "run": run.fields,
         }
@@ -342,7 +343,7 @@ class Experiment:
             key["merge_hparams"] = parse_hparams(cfg.merge_hparams).get(run.method, {})
             key["merged"] = self.merged_names
         elif run.granularity is not None:  # learned
-            key["learn"] = configlib.to_dict(self._learn_cfg(run, init=None))
+            key["learn"] = _result_fields(self._learn_cfg(run, init=None))
             key["learn_init"] = self._learn_source(run)
             if key["learn_init"] == "ties":
                 key["ties"] = parse_hparams(cfg.merge_hparams).get("ties", {})
@@ -834,6 +835,11 @@ def run(cfg: MergeRecConfig, workdir: str | Path) -> list[dict]:
         return Experiment(cfg, workdir).run()
     with workdir_lib.lock(workdir):
         return Experiment(cfg, workdir).run()
+
+
+def _result_fields(cfg: Any) -> dict[str, Any]:
+    """A stage config's fields without the logging and checkpoint cadence (never a result)."""
+    return {k: v for k, v in configlib.to_dict(cfg).items() if k not in loop.CADENCE_FIELDS}
 
 
 def _check_key(path: Path, key: dict[str, Any], what: str) -> None:

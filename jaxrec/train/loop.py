@@ -81,6 +81,11 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the message names the steps where it appeared."""
 
 
+# Config fields (of the callers' configs) that only say how often to log and checkpoint: they
+# never change a result, so stage keys and saved-config checks ignore them.
+CADENCE_FIELDS = ("log_every", "checkpoint_every", "checkpoint_seconds")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoopConfig:
     """How long to train, when to evaluate, log and checkpoint."""

@@ -113,7 +113,8 @@ class ExperimentConfig:
         check_bounds(
             "config",
             self,
-            positive=("learning_rate", "checkpoint_seconds"),
+            positive=("checkpoint_seconds",),
+            learning_rate=(0, inf),  # 0 freezes the parameters (a test of what else moves)
             batch_size=(1, inf),
             eval_batch_size=(1, inf),
             epochs=(1, inf),
@@ -425,9 +426,7 @@ def run(
 # rerun with more steps continues the run; metrics.json reports the steps really done).
 RESUMABLE_FIELDS = (
     "progress",
-    "log_every",
-    "checkpoint_every",
-    "checkpoint_seconds",
+    *loop.CADENCE_FIELDS,
     "eval_splits",
     "eval_batch_size",
     "mesh_data",

@@ -9,12 +9,11 @@ delay. Compared: ``results.csv``, ``results.md``, every ``results/<run>.json`` a
 every learned trajectory and loss curve (``learned/<run>.npz``), the fine-tuned models and
 teacher tables, ``config.json``.
 
-Default run: the learned merge killed once its checkpoint exists (the tiny config's 3 steps
-checkpoint at the end only: ``learn_coefficients`` checkpoints every 100 steps), before or while
-its results are written; it starts from a copy of the reference with one learned run's files
-removed, so it costs one learned run, not a whole pipeline. ``-m slow``: the same learned merge
-killed while orbax writes its checkpoint, then again after; and kills from scratch during
-fine-tuning (also during its checkpoint write), the training-free merges, and
+Default run: the learned merge killed mid-way, once the checkpoint of its step 1 or 2 (of 3;
+``learn.checkpoint_every=1``) exists; it starts from a copy of the reference with one learned
+run's files removed, so it costs one learned run, not a whole pipeline. ``-m slow``: the same
+learned merge killed while orbax writes its checkpoint, then again after; and kills from
+scratch during fine-tuning (also during its checkpoint write), the training-free merges, and
 evaluation/report writing.
 """
 
@@ -141,22 +140,22 @@ def _without_learned_run(reference: Path, workdir: Path) -> Path:
     return workdir / "learned" / LEARNED / "ckpt"
 
 
-def _finished_checkpoint(ckpt: Path) -> Callable[[Path], str | None]:
+def _finished_checkpoint(ckpt: Path, steps=(3,)) -> Callable[[Path], str | None]:
     def ready(w: Path) -> str | None:
-        done = (ckpt / "3" / "commit_success.txt").is_file()
-        return "checkpoint 3" if done and _checkpoint_write(ckpt) == "done" else None
+        done = [s for s in steps if (ckpt / str(s) / "commit_success.txt").is_file()]
+        return f"checkpoint {done[0]}" if done and _checkpoint_write(ckpt) == "done" else None
 
     return ready
 
 
-def test_learned_merge_killed_once_its_checkpoint_exists(mergerec_cli_reference, tmp_path):
-    """Killed after the learned merge's checkpoint is written, before (or while) its results
-    are; the rerun resumes from the checkpoint (no step retrained) and finishes everything."""
+def test_learned_merge_killed_mid_way(mergerec_cli_reference, tmp_path):
+    """Killed once a mid-run checkpoint of the learned merge exists (step 1 or 2 of 3); the
+    rerun resumes from it and finishes everything, bit for bit the uninterrupted run."""
     argv, reference = mergerec_cli_reference
     workdir = tmp_path / "w"
     ckpt = _without_learned_run(reference, workdir)
-    delay = float(np.random.default_rng(16).uniform(0.0, 0.3))
-    _kill_when(argv, workdir, _finished_checkpoint(ckpt), delay=delay)
+    point = _kill_when(argv, workdir, _finished_checkpoint(ckpt, steps=(1, 2)), delay=0.0)
+    assert point in ("checkpoint 1", "checkpoint 2"), point
     assert not (workdir / "results.csv").exists()
     out = _run(argv, workdir)
     assert "outputs:" in out.stdout

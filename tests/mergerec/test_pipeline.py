@@ -34,7 +34,7 @@ def tiny_cfg(path, **kw):
             dropout=False,
         ),
         # deterministic pseudo-users keep this test fast (dropout: test_learn, test_protocol)
-        learn=learn.LearnConfig(steps=3, batch_size=8, dropout=False),
+        learn=learn.LearnConfig(steps=3, batch_size=8, dropout=False, checkpoint_every=1),
         seeds=(0, 1),
         mesh_data=1,  # one device: sharded == one device is tests/mergerec/test_mesh.py's job
         **kw,
