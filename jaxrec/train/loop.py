@@ -172,15 +172,16 @@ class Progress:
             rate = (self.n - self._n0) / max(now - self._t0, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else math.inf
             extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
+            units = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")
             log.info(
-                "%s: %d/%d %ss (%.0f%%), %.2f %ss/s, eta %s %s",
+                "%s: %d/%d %s (%.0f%%), %.2f %s/s, eta %s %s",
                 self.desc,
                 self.n,
                 self.total,
-                self.unit,
+                units,
                 100.0 * self.n / max(self.total, 1),
                 rate,
-                self.unit,
+                units,
                 _duration(eta),
                 extra,
             )
