@@ -1,5 +1,6 @@
 """Test set-up: 8 fake CPU devices (must happen before jax is imported) and shared fixtures."""
 
+import contextlib
 import os
 
 os.environ.setdefault("XLA_FLAGS", "")
@@ -14,6 +15,41 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@contextlib.contextmanager
+def _cheap_compiles():
+    """Cheaper compiles for tests that build an MDMT Trainer (settings restored afterwards): the
+    ``rbg`` PRNG (XLA:CPU compiles the jitted threefry-based initialisers of ``init_state``
+    about 3x slower) and ``jax_disable_most_optimizations`` (about a third less compile time for
+    a train step). The tests using it compare two computations compiled under the same settings
+    or check mechanics (finite losses, which parameters move, trace counts, shapes, files,
+    resume) that XLA's optimisation passes do not change."""
+    import jax
+
+    old_impl = jax.config.jax_default_prng_impl
+    old_opt = jax.config.read("jax_disable_most_optimizations")  # a flag: no attribute
+    jax.config.update("jax_default_prng_impl", "rbg")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_default_prng_impl", old_impl)
+        jax.config.update("jax_disable_most_optimizations", old_opt)
+
+
+@pytest.fixture
+def trainer_compile():
+    """:func:`_cheap_compiles` for one test."""
+    with _cheap_compiles():
+        yield
+
+
+@pytest.fixture(scope="module")
+def trainer_compile_module():
+    """:func:`_cheap_compiles` for a whole module (``pytestmark = usefixtures(...)``)."""
+    with _cheap_compiles():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from mesh_pipeline import tiny_mesh_config as _cfg
 
 from jaxrec import merging, metrics, sharding
 from jaxrec.mergerec import finetune, learn, pipeline
-from jaxrec.mergerec.backbone import BackboneConfig
 
 
 def test_full_ranking_over_users_equals_one_device():
@@ -33,32 +33,6 @@ def test_full_ranking_over_users_equals_one_device():
     np.testing.assert_array_equal(ranks, ref_ranks)
     np.testing.assert_array_equal(ranks, metrics.rank_targets(users, items, targets))
     assert got == ref
-
-
-def _cfg(path, **kw):
-    return pipeline.MergeRecConfig(
-        data=pipeline.DataConfig(num_domains=2, num_items=24, num_users=40, seed=3),
-        backbone=BackboneConfig(
-            path=str(path), max_item_tokens=32, max_user_tokens=48, encode_batch_size=32
-        ),
-        finetune=finetune.FinetuneConfig(
-            batch_size=16,
-            grad_accum=1,
-            lr=3e-2,
-            warmup_steps=1,
-            max_epochs=2,
-            patience=2,
-            dropout=False,
-            log_every=1,
-        ),  # fmt: skip
-        learn=learn.LearnConfig(steps=3, batch_size=8, log_every=1, lr=3e-2),
-        eval=pipeline.EvalConfig(groups=False),
-        zero_shot=False,
-        joint=False,
-        merges=(),
-        learned=("mergerec:domain",),
-        **{"mesh_data": 2, "mesh_model": 4, **kw},
-    )
 
 
 @pytest.fixture(scope="module")

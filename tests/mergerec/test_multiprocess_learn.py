@@ -168,35 +168,10 @@ def test_learned_merge_two_processes_equals_one(tmp_path, monkeypatch):
 
 
 def _pipeline_cfg(checkpoint):
-    """test_mesh.py's tiny pipeline (2 synthetic domains, a 2-block random BERT, 2 fine-tuning
-    epochs, 3 learned steps) with a domain-wise and a layer-wise learned run."""
-    from jaxrec.mergerec import finetune, learn, pipeline
-    from jaxrec.mergerec.backbone import BackboneConfig
+    """test_mesh.py's tiny pipeline with a domain-wise and a layer-wise learned run."""
+    from mesh_pipeline import tiny_mesh_config
 
-    return pipeline.MergeRecConfig(
-        data=pipeline.DataConfig(num_domains=2, num_items=24, num_users=40, seed=3),
-        backbone=BackboneConfig(
-            path=str(checkpoint), max_item_tokens=32, max_user_tokens=48, encode_batch_size=32
-        ),
-        finetune=finetune.FinetuneConfig(
-            batch_size=16,
-            grad_accum=1,
-            lr=3e-2,
-            warmup_steps=1,
-            max_epochs=2,
-            patience=2,
-            dropout=False,
-            log_every=1,
-        ),  # fmt: skip
-        learn=learn.LearnConfig(steps=3, batch_size=8, log_every=1, lr=3e-2),
-        eval=pipeline.EvalConfig(groups=False),
-        zero_shot=False,
-        joint=False,
-        merges=(),
-        learned=("mergerec:domain", "adamerging:layer"),
-        mesh_data=2,
-        mesh_model=4,
-    )
+    return tiny_mesh_config(checkpoint, learned=("mergerec:domain", "adamerging:layer"))
 
 
 def _pipeline_worker(checkpoint: str, workdir: str) -> int:

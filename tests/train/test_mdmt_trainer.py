@@ -39,21 +39,9 @@ CFG = tm.ExperimentConfig(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cheap_compiles():
-    """Cheaper compiles for every Trainer of this module (settings restored afterwards): the
-    ``rbg`` PRNG (XLA:CPU compiles the threefry-based initialiser of ``init_state`` about 3x
-    slower) and ``jax_disable_most_optimizations`` (less compile time per train step). The tests
-    compare two computations compiled under the same settings (a step with its independent
-    composition, 8 devices with one, two aux weights) or check mechanics (moments' shapes,
-    finite and falling losses, files, resume), which XLA's optimisation passes do not change."""
-    old_impl = jax.config.jax_default_prng_impl
-    old_opt = jax.config.read("jax_disable_most_optimizations")  # a flag: no attribute
-    jax.config.update("jax_default_prng_impl", "rbg")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_default_prng_impl", old_impl)
-    jax.config.update("jax_disable_most_optimizations", old_opt)
+# cheaper compiles for every Trainer of this module (tests/conftest.py): each test compares two
+# computations compiled under the same settings or checks mechanics
+pytestmark = pytest.mark.usefixtures("trainer_compile_module")
 
 
 @pytest.fixture(scope="module")
