@@ -6,32 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy_encoder import V, encode, toy_params
 
 from jaxrec import merging, sharding
 from jaxrec.mergerec import learn, losses
 
-V, H, K, N = 23, 8, 3, 11
-
-
-def toy_params(seed):
-    r = np.random.default_rng(seed)
-    return {
-        "emb": jnp.asarray(r.normal(size=(V, H)), jnp.float32),
-        "layers": [
-            {"w": jnp.asarray(np.eye(H) + 0.3 * r.normal(size=(H, H)), jnp.float32)}
-            for _ in range(2)
-        ],
-    }
-
-
-def encode(params, batch, dropout_key=None):
-    x = params["emb"][batch["input_ids"]].mean(1)
-    if dropout_key is not None:  # a toy train mode: inverted dropout 0.1 on the pooled input
-        keep = jax.random.bernoulli(dropout_key, 0.9, x.shape)
-        x = jnp.where(keep, x / 0.9, 0.0)
-    for layer in params["layers"]:
-        x = jnp.tanh(x @ layer["w"])
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+K, N = 3, 11
 
 
 @pytest.fixture(scope="module")

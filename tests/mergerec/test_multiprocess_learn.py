@@ -29,39 +29,20 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-V, H, K, N, L = 29, 8, 3, 12, 4
+K, N, L = 3, 12, 4
 STEPS, TOL = 6, 1e-5
 
 
 def _problem():
     """A deterministic toy encoder with dropout and its learned-merge inputs (the same in every
     process: built from fixed seeds)."""
-    import jax
     import jax.numpy as jnp
+    from toy_encoder import V, encode, toy_params
 
     from jaxrec import merging
     from jaxrec.mergerec import learn
 
-    def params(seed):
-        r = np.random.default_rng(seed)
-        return {
-            "emb": jnp.asarray(r.normal(size=(V, H)), jnp.float32),
-            "layers": [
-                {"w": jnp.asarray(np.eye(H) + 0.3 * r.normal(size=(H, H)), jnp.float32)}
-                for _ in range(2)
-            ],
-        }
-
-    def encode(p, batch, dropout_key=None):
-        x = p["emb"][batch["input_ids"]].mean(1)
-        if dropout_key is not None:
-            keep = jax.random.bernoulli(dropout_key, 0.9, x.shape)
-            x = jnp.where(keep, x / 0.9, 0.0)
-        for layer in p["layers"]:
-            x = jnp.tanh(x @ layer["w"])
-        return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-
-    base, tuned = params(0), [params(s) for s in (1, 2, 3)]
+    base, tuned = toy_params(0), [toy_params(s) for s in (1, 2, 3)]
     tvs = merging.stack([merging.task_vector(f, base) for f in tuned])
     tokens = np.random.default_rng(9).integers(0, V, size=(K, N, L)).astype(np.int32)
     teacher = jnp.stack([encode(f, {"input_ids": tokens[k]}) for k, f in enumerate(tuned)])
