@@ -47,14 +47,19 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: tree}
 
 
-def config_diff(saved: dict, requested: dict, ignore: Iterable[str] = ()) -> list[str]:
+def config_diff(
+    saved: dict, requested: dict, ignore: Iterable[str] = (), ignore_names: Iterable[str] = ()
+) -> list[str]:
     """``["a.b: saved 1, requested 2", ...]`` over the dotted leaves of two JSON dicts; a field
-    whose dotted name is in ``ignore`` (or lies under one of them) is skipped."""
-    ignore = tuple(ignore)
+    whose dotted name is in ``ignore`` (or lies under one of them), or whose own name (the last
+    dotted part) is in ``ignore_names`` at any depth, is skipped."""
+    ignore, ignore_names = tuple(ignore), frozenset(ignore_names)
     a, b = _flatten(saved), _flatten(requested)
     out = []
     for key in sorted(set(a) | set(b)):
         if any(key == f or key.startswith(f + ".") for f in ignore):
+            continue
+        if key.rsplit(".", 1)[-1] in ignore_names:
             continue
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
         if va != vb:
@@ -66,13 +71,17 @@ def _json(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))  # tuples -> lists, as they are saved
 
 
-def check_key(path: str | os.PathLike, key: dict[str, Any], what: str) -> None:
+def check_key(
+    path: str | os.PathLike, key: dict[str, Any], what: str, ignore_names: Iterable[str] = ()
+) -> None:
     """Refuses to reuse a stage cached under ``path`` for another ``key``; records ``key``.
 
     Args:
       path: the stage's key file (e.g. ``workdir/finetune/Beauty/stage.json``).
       key: the JSON-able fields the stage's result depends on.
       what: names the stage in the error.
+      ignore_names: field names (at any depth) that never decide a result, e.g. the logging
+        cadence; a key saved with or without them is reused.
 
     Raises:
       StageMismatchError: naming every differing field.
@@ -84,7 +93,7 @@ def check_key(path: str | os.PathLike, key: dict[str, Any], what: str) -> None:
             saved = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise StageMismatchError(f"{path}: unreadable stage key ({e})") from None
-        diff = config_diff(saved, key)
+        diff = config_diff(saved, key, ignore_names=ignore_names)
         if diff:
             raise StageMismatchError(
                 f"{what}: {path.parent} holds results of a different config; refusing to reuse "

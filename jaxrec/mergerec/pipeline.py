@@ -846,4 +846,4 @@ def _check_key(path: Path, key: dict[str, Any], what: str) -> None:
     """:func:`jaxrec.workdir.check_key` (checks a stage's key; records it when absent), the
     recording by process 0 only."""
     if sharding.is_primary() or path.is_file():
-        workdir_lib.check_key(path, key, what)
+        workdir_lib.check_key(path, key, what, ignore_names=loop.CADENCE_FIELDS)

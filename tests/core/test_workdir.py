@@ -46,6 +46,18 @@ def test_stage_key_is_written_once_and_refuses_another_config(tmp_path):
     assert json.loads(key_file.read_text())["lr"] == 1e-4  # never overwritten
 
 
+def test_stage_key_saved_with_cadence_fields_is_reused_without_them(tmp_path):
+    # A key recorded when the log/checkpoint cadence was still part of it (older workdirs).
+    key_file = tmp_path / "stage.json"
+    workdir.check_key(key_file, {"finetune": {"lr": 1e-4, "log_every": 50}}, "finetune A")
+    cadence = ("log_every", "checkpoint_every")
+    workdir.check_key(key_file, {"finetune": {"lr": 1e-4}}, "finetune A", ignore_names=cadence)
+    with pytest.raises(workdir.StageMismatchError, match=r"finetune.log_every"):
+        workdir.check_key(key_file, {"finetune": {"lr": 1e-4}}, "finetune A")
+    with pytest.raises(workdir.StageMismatchError, match=r"finetune.lr"):
+        workdir.check_key(key_file, {"finetune": {"lr": 1.0}}, "finetune A", ignore_names=cadence)
+
+
 def test_claim_config_refuses_changed_results_fields_but_not_run_fields(tmp_path):
     workdir.claim_config(Outer(), tmp_path, ignore=["progress"])
     workdir.claim_config(Outer(progress=False), tmp_path, ignore=["progress"])
