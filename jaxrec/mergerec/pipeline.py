@@ -317,7 +317,7 @@ class Experiment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for key_file, key, what in self.stage_keys():  # before any work or any write
             if key_file.is_file():
-                workdir_lib.check_key(key_file, key, what)
+                _check_key(key_file, key, what)
         if sharding.is_primary():
             configlib.save_config(cfg, self.workdir)
 
