@@ -284,29 +284,67 @@ def _thresholds(
 
 
 def _host_thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, Array]:
-    """``_thresholds`` by numpy's ``partition`` (introselect, O(P)) in a host callback.
+    """``_thresholds`` on the host (numpy) through a callback: the CPU path.
 
-    On CPU one introselect per (task, group) costs less than a single counting pass of the
-    device search (which needs ~10), so this is the CPU path. The keys are made on the device
-    (``_as_key``), so both paths rank identical keys.
+    For magnitudes the callback reads the float32 leaves themselves and makes the keys chunk by
+    chunk (no key array is written on the device); signed keys are made on the device
+    (``_as_key``). Both rank the keys ``_as_key`` gives (see ``_select_host``).
     """
-    K, G = groups.num_tasks, groups.num_groups
-    keys = [_as_key(x, magnitude).reshape(K, -1) for x in groups.leaves]
-    top, group_of = _key_top(magnitude), tuple(groups.group_of)
+    K = groups.num_tasks
+    if magnitude:
+        srcs = [x.astype(jnp.float32).reshape(K, -1) for x in groups.leaves]
+    else:
+        srcs = [_as_key(x, magnitude).reshape(K, -1) for x in groups.leaves]
+    group_of = tuple(groups.group_of)
 
-    def select(k_kg, *keys):
-        k_kg, keys = np.asarray(k_kg), [np.asarray(x) for x in keys]  # jax arrays -> numpy
-        members = [[i for i, g in enumerate(group_of) if g == gg] for gg in range(G)]
+    def rows(k, g, srcs):
+        return _Row([(srcs[i][k],) for i, gg in enumerate(group_of) if gg == g], magnitude)
+
+    return _host_callback(rows, k_kg, srcs, magnitude)
+
+
+def host_difference_thresholds(
+    base_leaves: Sequence[Array],
+    finetuned_leaves: Sequence[Sequence[Array]],
+    k_kg: Array,
+    group_of: Sequence[int],
+) -> tuple[Array, Array]:
+    """Magnitude thresholds of the task vectors ``f_k - b`` without materialising them.
+
+    The host callback reads the base and fine-tuned leaves (float32) and forms ``|f - b|`` chunk
+    by chunk, in cache. Returns ``(t, q)`` [K, G] as ``_thresholds`` does for the stacked task
+    vectors, group ``g`` holding the leaves ``i`` with ``group_of[i] == g`` (in leaf order).
+    """
+    L = len(base_leaves)
+    srcs = [b.astype(jnp.float32).reshape(-1) for b in base_leaves]
+    srcs += [f.astype(jnp.float32).reshape(-1) for fl in finetuned_leaves for f in fl]
+    group_of = tuple(group_of)
+
+    def rows(k, g, srcs):
+        segs = [(srcs[L + k * L + i], srcs[i]) for i in range(L) if group_of[i] == g]
+        return _Row(segs, True)
+
+    return _host_callback(rows, k_kg, srcs, True)
+
+
+def _host_callback(rows, k_kg: Array, srcs: Sequence[Array], magnitude: bool):
+    """``pure_callback`` selecting (t, q) [K, G] for every ``rows(k, g, numpy_srcs)``."""
+    K, G = k_kg.shape
+    top = _key_top(magnitude)
+
+    def select(k_kg, *srcs):
+        k_kg, srcs = np.asarray(k_kg), [np.asarray(x) for x in srcs]  # jax arrays -> numpy
+        jobs = [(k, g) for g in range(G) for k in range(K)]
 
         def one(kg):
             k, g = kg
-            rows = [keys[i][k] for i in members[g]]
-            row = rows[0] if len(rows) == 1 else np.concatenate(rows)
-            return _select_row(row, int(k_kg[k, g]), top)
+            return _select_host(rows(k, g, srcs), int(k_kg[k, g]), top, magnitude)
 
-        jobs = [(k, g) for g in range(G) for k in range(K)]
-        with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-            out = list(pool.map(one, jobs))  # numpy's partition releases the GIL
+        if len(jobs) == 1 or (os.cpu_count() or 1) == 1:
+            out = [one(j) for j in jobs]
+        else:
+            with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
+                out = list(pool.map(one, jobs))  # numpy releases the GIL in its loops
         t_kg = np.empty((K, G), np.uint32)
         q_kg = np.empty((K, G), np.int32)
         for (k, g), (t, q) in zip(jobs, out):
@@ -317,7 +355,89 @@ def _host_thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Arr
         jax.ShapeDtypeStruct((K, G), jnp.uint32),
         jax.ShapeDtypeStruct((K, G), jnp.int32),
     )
-    return jax.pure_callback(select, shapes, k_kg, *keys, vmap_method="sequential")
+    return jax.pure_callback(select, shapes, k_kg, *srcs, vmap_method="sequential")
+
+
+_BAND_MIN = 1 << 20  # rows with at least this many entries take ``_select_banded``
+_BAND_SAMPLE = 1 << 16  # keys drawn per row to bracket its k-th largest
+_BAND_Z = 5.0  # bracket half-width, in standard deviations of the sample rank
+_BAND_CHUNK = 1 << 16  # entries per in-cache step of the band pass
+_BAND_SEED = 0
+_ABS_BITS = np.uint32(0x7FFFFFFF)
+
+
+class _Row:
+    """One (task, group) row of uint32 keys, made on the fly from 1-D numpy segments (in order).
+
+    A segment is ``(keys,)`` (uint32, ``magnitude=False``), ``(x,)`` (float32: keys of |x|) or
+    ``(f, b)`` (float32: keys of |f - b|). Magnitude keys here are the raw bits of |x|, with
+    subnormals NOT flushed (``_select_host`` deals with those).
+    """
+
+    def __init__(self, segs: Sequence[tuple[np.ndarray, ...]], magnitude: bool):
+        self.segs, self.magnitude = list(segs), magnitude
+        self.sizes = [s[0].size for s in self.segs]
+        self.starts = np.cumsum([0, *self.sizes])
+        self.size = int(self.starts[-1])
+
+    def _keys(self, seg: tuple[np.ndarray, ...], lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        if not self.magnitude:
+            np.copyto(out, seg[0][lo:hi])
+        elif len(seg) == 1:
+            np.bitwise_and(seg[0][lo:hi].view(np.uint32), _ABS_BITS, out=out)
+        else:
+            np.subtract(seg[0][lo:hi], seg[1][lo:hi], out=out.view(np.float32))
+            np.bitwise_and(out, _ABS_BITS, out=out)
+        return out
+
+    def chunks(self, chunk: int):
+        """Yield (global start, keys) chunk by chunk; the keys live in one reused buffer."""
+        buf = np.empty(min(chunk, max(self.sizes, default=1)) or 1, np.uint32)
+        for seg, n, start in zip(self.segs, self.sizes, self.starts):
+            for s in range(0, n, chunk):
+                e = min(s + chunk, n)
+                yield int(start) + s, self._keys(seg, s, e, buf[: e - s])
+
+    def full(self) -> np.ndarray:
+        """All keys, as one new array."""
+        out = np.empty(self.size, np.uint32)
+        for seg, n, start in zip(self.segs, self.sizes, self.starts):
+            self._keys(seg, 0, n, out[start : start + n])
+        return out
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """Keys at sorted global positions ``pos``."""
+        out = np.empty(pos.size, np.uint32)
+        cut = np.searchsorted(pos, self.starts)
+        for i, seg in enumerate(self.segs):
+            a, b = cut[i], cut[i + 1]
+            if a < b:
+                local = pos[a:b] - self.starts[i]
+                picked = tuple(x[local] for x in seg)
+                self._keys(picked, 0, b - a, out[a:b])
+        return out
+
+
+def _select_host(row: _Row, k: int, top: int, magnitude: bool) -> tuple[int, int]:
+    """(t, q) of one row: ``_select_banded`` for rows of at least ``_BAND_MIN`` entries, else
+    ``_select_row`` (introselect).
+
+    Magnitudes are ranked by their raw bit keys first (subnormals kept): when the threshold
+    found that way is a normal float, it and the tie cut are those of the flushed keys that
+    ``_as_key`` makes (the flush maps every entry below a normal t to 0 < t and leaves the kept
+    ones unchanged), else the row is redone on flushed keys.
+    """
+    if k <= 0:
+        return top, _INT_MAX
+    if row.size >= _BAND_MIN:
+        t, q = _select_banded(row, k, top)
+    else:
+        t, q = _select_row(row.full(), k, top)
+    if magnitude and t < _NORMAL_KEY:
+        keys = row.full()
+        keys[keys < _NORMAL_KEY] = 0
+        t, q = _select_row(keys, k, top)
+    return t, q
 
 
 def _select_row(row: np.ndarray, k: int, top: int) -> tuple[int, int]:
@@ -333,6 +453,59 @@ def _select_row(row: np.ndarray, k: int, top: int) -> tuple[int, int]:
     above = int(np.count_nonzero(part[n - k :] > t))  # kept for sure; k - above ties kept
     tied = np.flatnonzero(row == t)
     return int(t), int(tied[k - above - 1]) + 1
+
+
+def _select_banded(
+    row: _Row,
+    k: int,
+    top: int,
+    *,
+    sample: int | None = None,
+    z: float | None = None,
+    chunk: int | None = None,
+    seed: int = _BAND_SEED,
+) -> tuple[int, int]:
+    """``_select_row``'s (t, q) by a sample-bracketed exact selection (numpy).
+
+    A seeded random sample of ``sample`` keys gives a bracket ``[lo, hi)`` that holds the k-th
+    largest key with high probability (sample quantiles ``z`` standard deviations either side of
+    the target rank). One pass over the row, ``chunk`` entries at a time (in cache), counts the
+    keys ``>= hi`` and gathers the keys in ``[lo, hi)`` with their indices (a band of about
+    ``2 z sqrt(q (1 - q) / sample)`` of the row, q = k / n); the k-th largest and its tie cut
+    are then selected within the band. When the counts show the bracket missed, the whole row is
+    selected (``_select_row``): the result never depends on the sample.
+    """
+    sample = sample or _BAND_SAMPLE
+    z = _BAND_Z if z is None else z
+    chunk = chunk or _BAND_CHUNK
+    n = row.size
+    if k <= 0:
+        return top, _INT_MAX
+    k = min(k, n)
+    pos = np.sort(np.random.default_rng(seed).integers(0, n, sample))
+    desc = np.sort(row.take(pos))[::-1]
+    q = k / n
+    r = sample * q  # expected number of sample keys >= the k-th largest key
+    half = z * math.sqrt(sample * q * (1.0 - q)) + 1.0
+    j_hi, j_lo = math.floor(r - half), math.ceil(r + half)
+    hi = min(int(desc[j_hi]) + 1, top) if j_hi >= 0 else top
+    lo = int(desc[j_lo]) if j_lo < sample else 0
+    hi = min(max(hi, lo + 1), 0xFFFFFFFF)
+    lo_u, hi_u, width = np.uint32(lo), np.uint32(hi), np.uint32(hi - lo)
+    above, vals, idxs = 0, [], []
+    for s, a in row.chunks(chunk):
+        above += int(np.count_nonzero(a >= hi_u))
+        np.subtract(a, lo_u, out=a)  # uint32 wraps: keys below lo land at or above width
+        nz = np.flatnonzero(a < width)
+        vals.append(a[nz])
+        idxs.append(nz + s)
+    band = np.concatenate(vals)
+    if not above < k <= above + band.size:  # the bracket missed: select the whole row
+        return _select_row(row.full(), k, top)
+    t, cut = _select_row(band, k - above, top)
+    if cut != _INT_MAX:
+        cut = int(np.concatenate(idxs)[cut - 1]) + 1
+    return t + lo, cut
 
 
 def _count_thresholds(groups: _Groups, k_kg: Array, magnitude: bool) -> tuple[Array, Array]:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from merging_ref import flat, topk_mask
 
+from jaxrec.merging import topk
 from jaxrec.merging.topk import kth_largest, top_k_masks
 
 SHAPES = [(3, 5, 7), (3, 11), (3, 4, 3, 2), (3, 300)]
@@ -185,3 +186,78 @@ def test_values_equal_to_threshold_are_counted(masks_fn):
         assert (x[m] == t).all()
     kth = jax.jit(lambda x: kth_largest([x], ks[0]))(jnp.asarray(leaves[0]))
     np.testing.assert_array_equal(np.asarray(kth), [ts[0]] * 3)
+
+
+# --- the host path's sample-bracketed selection (rows >= topk._BAND_MIN entries on CPU) ---
+
+
+def _mask_from_cut(keys, t, q):
+    idx = np.arange(keys.size)
+    return (keys > t) | ((keys == t) & (idx < q))
+
+
+def _flushed(x):
+    """|x| with subnormals as 0 (the order the device keys give)."""
+    a = np.abs(np.asarray(x, np.float64))
+    return np.where(a < np.finfo(np.float32).tiny, 0.0, a)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "zeros", "subnormal", "diff"])
+def test_banded_selection_equals_stable_argsort(kind):
+    """``_select_banded`` / ``_select_host`` give a stable argsort's top k, with brackets that
+    hold (z = 5), that miss on purpose (z = 0, tiny samples) and rows split into segments."""
+    rng = np.random.default_rng(len(kind))
+    top = topk._key_top(True)
+    for _ in range(12):
+        n = int(rng.integers(2, 700))
+        x = rng.standard_normal(n).astype(np.float32)
+        b = np.zeros(n, np.float32)
+        if kind == "ties":
+            x = (np.round(x * 2) / 2).astype(np.float32)
+        elif kind == "zeros":
+            x = np.where(rng.random(n) < 0.85, 0.0, x).astype(np.float32)
+        elif kind == "subnormal":
+            x = (x * np.float32(2e-38)).astype(np.float32)  # part normal, part subnormal
+        elif kind == "diff":
+            b = (rng.standard_normal(n) * 0.5).astype(np.float32)
+        f = (x + b).astype(np.float32) if kind == "diff" else x
+        vals = (f - b).astype(np.float32) if kind == "diff" else x
+        cut = int(rng.integers(1, n))
+        segs = (
+            [(f[:cut], b[:cut]), (f[cut:], b[cut:])] if kind == "diff" else [(x[:cut],), (x[cut:],)]
+        )
+        row = topk._Row(segs, True)
+        keys = np.where(_flushed(vals) == 0, 0, row.full()).astype(np.uint32)
+        for k in (0, 1, n // 7, n // 2, n - 1, n):
+            exp = topk_mask(_flushed(vals), k)
+            got = [topk._select_host(row, k, top, True)]
+            for sample, z in ((64, 5.0), (8, 0.0), (n, 1.0)):
+                got.append(
+                    topk._select_banded(
+                        topk._Row([(keys,)], False), k, top, sample=sample, z=z, chunk=53
+                    )
+                )
+            for t, q in got:
+                np.testing.assert_array_equal(
+                    _mask_from_cut(keys, t, q), exp, err_msg=f"{kind} n={n} k={k}"
+                )
+
+
+def test_host_band_path_under_jit(monkeypatch):
+    """The jitted host path with the band taken for every row (tiny thresholds)."""
+    monkeypatch.setattr(topk, "_BAND_MIN", 16)
+    monkeypatch.setattr(topk, "_BAND_SAMPLE", 24)
+    monkeypatch.setattr(topk, "_BAND_CHUNK", 40)
+    fns = {
+        g: jax.jit(lambda ls, k, g=g: top_k_masks(ls, k=k, granularity=g, select="host"))
+        for g in ("model", "tensor")
+    }
+    for kind in ("normal", "ties", "zeros"):
+        leaves = _leaves(kind, seed=7)
+        for granularity in ("model", "tensor"):
+            sizes = [sum(SIZES)] if granularity == "model" else SIZES
+            for density in (0.05, 0.5, 0.97):
+                k = [int(density * n) for n in sizes]
+                got = fns[granularity](leaves, jnp.asarray(k, jnp.int32))
+                for g, e in zip(got, _ref_masks(leaves, k, granularity)):
+                    np.testing.assert_array_equal(np.asarray(g), e, err_msg=f"{kind} {density}")
