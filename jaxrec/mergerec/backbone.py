@@ -173,11 +173,13 @@ class Backbone:
     ) -> jax.Array:
         """Representations ``[N, H]`` of tokenised rows, in fixed-size (padded) jitted batches.
 
-        Eval mode (no dropout). Each batch drops the trailing all-padding columns down to the
-        smallest length bucket (:data:`tokenize.BUCKETS`, RecFormer: multiples of 64) that holds
-        its longest row, so long caps cost nothing for short inputs and at most a handful of
-        shapes are compiled. Long tables show progress (:class:`jaxrec.train.loop.Progress`:
-        a bar on a terminal, a log line every 30 s otherwise).
+        Eval mode (no dropout). Rows are batched in order of length (the output keeps the input
+        order), and each batch drops the trailing all-padding columns down to the smallest length
+        bucket (:data:`tokenize.BUCKETS`, RecFormer: multiples of 64) that holds its longest row,
+        so a few long rows do not pad every batch, long caps cost nothing for short inputs, and
+        at most a handful of shapes are compiled. Long tables show progress
+        (:class:`jaxrec.train.loop.Progress`: a bar on a terminal, a log line every 30 s
+        otherwise).
         """
         from jaxrec.train.loop import progress_iter
 
@@ -185,12 +187,15 @@ class Backbone:
         n = len(tokens["input_ids"])
         out = []
         buckets = tokenize.RECFORMER_BUCKETS if self.cfg.style == "recformer" else tokenize.BUCKETS
+        mask_nl = np.asarray(tokens["attention_mask"]) != 0
+        length_n = np.where(mask_nl.any(1), mask_nl.shape[1] - np.argmax(mask_nl[:, ::-1], 1), 1)
+        order = np.argsort(length_n, kind="stable")
         starts = range(0, n, bs)
         for start in progress_iter(starts, len(starts), desc, unit="batch"):
-            chunk = {k: v[start : start + bs] for k, v in tokens.items()}
+            rows = order[start : start + bs]
+            chunk = {k: np.asarray(v)[rows] for k, v in tokens.items()}
             width = chunk["input_ids"].shape[1]
-            live = np.flatnonzero(np.any(np.asarray(chunk["attention_mask"]) != 0, axis=0))
-            used = int(live[-1]) + 1 if len(live) else 1
+            used = int(length_n[rows].max())
             fits = [b for b in buckets if used <= b < width]
             if fits:
                 chunk = {k: v[:, : min(fits)] for k, v in chunk.items()}
@@ -201,4 +206,4 @@ class Backbone:
             out.append(self._embed_jit(params, chunk)[:m])
         if not out:
             return jnp.zeros((0, self.encoder_config.hidden_size), jnp.float32)
-        return jnp.concatenate(out)
+        return jnp.concatenate(out)[np.argsort(order)]

@@ -81,6 +81,33 @@ def test_item_tables_are_encoded_in_eval_mode_and_padding_is_trimmed(tiny_checkp
     assert np.abs(train - full).max() > 1e-3  # the backbone has dropout; embed() leaves it off
 
 
+def test_embed_batches_rows_by_length_and_keeps_their_order(tiny_checkpoint):
+    bb = Backbone(BackboneConfig(path=str(tiny_checkpoint), max_item_tokens=0, max_user_tokens=0))
+    rng = np.random.default_rng(0)
+    n, width = 11, 96
+    lengths = rng.permutation([90, 70, 40, 3, 5, 8, 12, 20, 25, 30, 2])  # two rows need > 64
+    mask = (np.arange(width)[None] < lengths[:, None]).astype(np.int32)
+    ids = np.where(mask == 1, rng.integers(5, 100, size=(n, width)), 0).astype(np.int32)
+    tokens = {"input_ids": ids, "attention_mask": mask}
+    seen = []
+    real = bb._embed_jit
+    bb._embed_jit = lambda params, chunk: (
+        seen.append(chunk["input_ids"].shape) or real(params, chunk)
+    )
+    table = np.asarray(bb.embed(bb.params, tokens, batch_size=4))
+    # sorted by length: 2..8 | 12..30 fit in 32 tokens; only the last batch (40, 70, 90) is wide
+    assert seen == [(4, 32), (4, 32), (4, 96)]
+    alone = [  # each row by itself, in the input order
+        np.asarray(
+            jax.jit(bb.encode)(
+                bb.params, {k: v[i : i + 1, : lengths[i]] for k, v in tokens.items()}
+            )
+        )[0]
+        for i in range(n)
+    ]
+    np.testing.assert_allclose(table, np.stack(alone), rtol=1e-5, atol=1e-5)
+
+
 def _cfg(path, **kw):
     return pipeline.MergeRecConfig(
         data=pipeline.DataConfig(num_domains=2, num_items=20, num_users=20, seed=1),
