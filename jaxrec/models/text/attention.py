@@ -15,6 +15,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -82,32 +84,136 @@ def _attention_one_shot(q_blhd, k_blhd, v_blhd, key_valid_bl, key, dropout_rate)
 
 def _attention_blocked(q_blhd, k_blhd, v_blhd, key_valid_bl, key, dropout_rate, block):
     """The same attention, one (sequence, query block) at a time (see ``dense_attention``)."""
-    b, seq_len, h, d = q_blhd.shape
+    b, seq_len = q_blhd.shape[:2]
     n = -(-seq_len // block)
-    scale = 1.0 / jnp.sqrt(d).astype(jnp.float32)
-    q_bnchd = jnp.pad(q_blhd, ((0, 0), (0, n * block - seq_len), (0, 0), (0, 0)))
-    q_bnchd = q_bnchd.reshape(b, n, block, h, d)
     drop = key is not None and dropout_rate > 0.0
     keys_bn = jax.random.split(key, (b, n)) if drop else jnp.zeros((b, n), jnp.uint32)
+    return _blocked(
+        q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, dropout_rate if drop else 0.0, block
+    )
 
-    def one_block(q_chd, k_lhd, v_lhd, valid_l, key_c):
-        s_hcl = jnp.einsum("chd,lhd->hcl", q_chd, k_lhd, preferred_element_type=jnp.float32)
-        s_hcl = jnp.where(valid_l[None, None, :], s_hcl * scale, NEG_INF)
-        e_hcl = jnp.exp(s_hcl - jax.lax.stop_gradient(jnp.max(s_hcl, -1, keepdims=True)))
-        denom_ch = jnp.sum(e_hcl, -1).T
-        if drop:
-            e_hcl = dropout(e_hcl, dropout_rate, key_c)
-        o_chd = jnp.einsum(
-            "hcl,lhd->chd", e_hcl.astype(v_lhd.dtype), v_lhd, preferred_element_type=jnp.float32
+
+def _to_blocks(x_blhd, block):
+    """``[B, L, H, D] -> [B, n, H, block, D]`` (query rows zero-padded to ``n * block``)."""
+    b, seq_len, h, d = x_blhd.shape
+    n = -(-seq_len // block)
+    x_blhd = jnp.pad(x_blhd, ((0, 0), (0, n * block - seq_len), (0, 0), (0, 0)))
+    return x_blhd.reshape(b, n, block, h, d).transpose(0, 1, 3, 2, 4)
+
+
+def _from_blocks(x_bnhcd, seq_len):
+    """``[B, n, H, block, D] -> [B, L, H, D]`` (the inverse of :func:`_to_blocks`)."""
+    b, n, h, c, d = x_bnhcd.shape
+    return x_bnhcd.transpose(0, 1, 3, 2, 4).reshape(b, n * c, h, d)[:, :seq_len]
+
+
+def _keep(key_c, rate, shape):
+    return jax.random.bernoulli(key_c, 1.0 - rate, shape)
+
+
+def _scores(q_hcd, kt_hdl, valid_l, scale):
+    s_hcl = jnp.einsum("hcd,hdl->hcl", q_hcd, kt_hdl, preferred_element_type=jnp.float32)
+    return jnp.where(valid_l[None, None, :], s_hcl * scale, NEG_INF)
+
+
+def _blocked_forward(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block):
+    """Output ``[B, L, H, D]`` and the softmax statistics (row max, 1 / row sum), ``[B, n, H, c]``
+    each."""
+    seq_len, d = q_blhd.shape[1], q_blhd.shape[-1]
+    scale = 1.0 / jnp.sqrt(d).astype(jnp.float32)
+    kt_bhdl, v_bhld = k_blhd.transpose(0, 2, 3, 1), v_blhd.transpose(0, 2, 1, 3)
+
+    def one_block(q_hcd, kt_hdl, v_hld, valid_l, key_c):
+        s_hcl = _scores(q_hcd, kt_hdl, valid_l, scale)
+        m_hc = jnp.max(s_hcl, -1)
+        e_hcl = jnp.exp(s_hcl - m_hc[..., None])
+        inv_hc = 1.0 / jnp.sum(e_hcl, -1)
+        if rate:
+            e_hcl = jnp.where(_keep(key_c, rate, e_hcl.shape), e_hcl / (1.0 - rate), 0.0)
+        o_hcd = jnp.einsum(
+            "hcl,hld->hcd", e_hcl.astype(v_hld.dtype), v_hld, preferred_element_type=jnp.float32
         )
-        return (o_chd / denom_ch[..., None]).astype(v_lhd.dtype)
+        return (o_hcd * inv_hc[..., None]).astype(v_hld.dtype), m_hc, inv_hc
 
     def one_sequence(xs):
-        q_nchd, k_lhd, v_lhd, valid_l, keys_n = xs
-        return jax.lax.map(lambda a: one_block(a[0], k_lhd, v_lhd, valid_l, a[1]), (q_nchd, keys_n))
+        q_nhcd, kt_hdl, v_hld, valid_l, keys_n = xs
+        return jax.lax.map(
+            lambda a: one_block(a[0], kt_hdl, v_hld, valid_l, a[1]), (q_nhcd, keys_n)
+        )
 
-    out = jax.lax.map(one_sequence, (q_bnchd, k_blhd, v_blhd, key_valid_bl, keys_bn))
-    return out.reshape(b, n * block, h, d)[:, :seq_len]
+    xs = (_to_blocks(q_blhd, block), kt_bhdl, v_bhld, key_valid_bl, keys_bn)
+    o_bnhcd, m_bnhc, inv_bnhc = jax.lax.map(one_sequence, xs)
+    return _from_blocks(o_bnhcd, seq_len), (m_bnhc, inv_bnhc)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _blocked(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block):
+    return _blocked_forward(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block)[0]
+
+
+def _blocked_fwd(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block):
+    out_blhd, stats = _blocked_forward(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block)
+    return out_blhd, (q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, out_blhd, stats)
+
+
+def _blocked_bwd(rate, block, res, g_blhd):
+    """Gradients recomputed block by block from the saved softmax statistics (FlashAttention's
+    backward): no ``[H, c, L]`` tensor is stored between the passes, and every product is a plain
+    or right-transposed matrix product (no left-transposed one, which XLA:CPU runs slowly)."""
+    q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, out_blhd, (m_bnhc, inv_bnhc) = res
+    seq_len, d = q_blhd.shape[1], q_blhd.shape[-1]
+    scale = 1.0 / jnp.sqrt(d).astype(jnp.float32)
+    g32_blhd = g_blhd.astype(jnp.float32)
+    delta_blh = jnp.sum(g32_blhd * out_blhd.astype(jnp.float32), -1)  # rowsum(dO * O)
+    delta_bnhc = _to_blocks(delta_blh[..., None], block)[..., 0]
+    q_bnhcd, g_bnhcd = _to_blocks(q_blhd, block), _to_blocks(g_blhd.astype(v_blhd.dtype), block)
+    qt_bnhdc, gt_bnhdc = (x.swapaxes(-1, -2) for x in (q_bnhcd, g_bnhcd))
+    k_bhld, kt_bhdl = k_blhd.transpose(0, 2, 1, 3), k_blhd.transpose(0, 2, 3, 1)
+    vt_bhdl = v_blhd.transpose(0, 2, 3, 1)
+    cdt = v_blhd.dtype
+
+    def one_block(carry, ys, k_hld, kt_hdl, vt_hdl, valid_l):
+        dkt_hdl, dvt_hdl = carry
+        q_hcd, qt_hdc, g_hcd, gt_hdc, delta_hc, m_hc, inv_hc, key_c = ys
+        s_hcl = _scores(q_hcd, kt_hdl, valid_l, scale)
+        p_hcl = jnp.exp(s_hcl - m_hc[..., None]) * inv_hc[..., None]
+        dpd_hcl = jnp.einsum("hcd,hdl->hcl", g_hcd, vt_hdl, preferred_element_type=jnp.float32)
+        if rate:
+            keep_hcl = _keep(key_c, rate, p_hcl.shape)
+            pd_hcl = jnp.where(keep_hcl, p_hcl / (1.0 - rate), 0.0)
+            dp_hcl = jnp.where(keep_hcl, dpd_hcl / (1.0 - rate), 0.0)
+        else:
+            pd_hcl, dp_hcl = p_hcl, dpd_hcl
+        ds_hcl = jnp.where(valid_l[None, None, :], p_hcl * (dp_hcl - delta_hc[..., None]), 0.0)
+        ds_hcl = (ds_hcl * scale).astype(cdt)
+        dvt_hdl = dvt_hdl + jnp.einsum(
+            "hdc,hcl->hdl", gt_hdc, pd_hcl.astype(cdt), preferred_element_type=jnp.float32
+        )
+        dkt_hdl = dkt_hdl + jnp.einsum(
+            "hdc,hcl->hdl", qt_hdc, ds_hcl, preferred_element_type=jnp.float32
+        )
+        dq_hcd = jnp.einsum("hcl,hld->hcd", ds_hcl, k_hld, preferred_element_type=jnp.float32)
+        return (dkt_hdl, dvt_hdl), dq_hcd
+
+    def one_sequence(xs):
+        k_hld, kt_hdl, vt_hdl, valid_l, *ys = xs
+        zeros = jnp.zeros(kt_hdl.shape, jnp.float32)
+        body = functools.partial(
+            one_block, k_hld=k_hld, kt_hdl=kt_hdl, vt_hdl=vt_hdl, valid_l=valid_l
+        )
+        (dkt_hdl, dvt_hdl), dq_nhcd = jax.lax.scan(body, (zeros, zeros), tuple(ys))
+        return dq_nhcd, dkt_hdl, dvt_hdl
+
+    xs = (k_bhld, kt_bhdl, vt_bhdl, key_valid_bl, q_bnhcd, qt_bnhdc, g_bnhcd, gt_bnhdc, delta_bnhc)
+    xs = (*xs, m_bnhc, inv_bnhc, keys_bn)
+    dq_bnhcd, dkt_bhdl, dvt_bhdl = jax.lax.map(one_sequence, xs)
+    dq_blhd = _from_blocks(dq_bnhcd, seq_len).astype(q_blhd.dtype)
+    dk_blhd = dkt_bhdl.transpose(0, 3, 1, 2).astype(k_blhd.dtype)
+    dv_blhd = dvt_bhdl.transpose(0, 3, 1, 2).astype(v_blhd.dtype)
+    return dq_blhd, dk_blhd, dv_blhd, None, None
+
+
+_blocked.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 def global_indices(mask_bl, max_global: int):

@@ -110,12 +110,68 @@ class TextEncoderConfig:
         return reduce(math.lcm, self.attention_window, 1) if self.is_longformer else 1
 
 
+@jax.custom_vjp
+def _dense(x, w):
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _dense_fwd(x, w):
+    return _dense(x, w), (x, w)
+
+
+def _dense_bwd(res, g):
+    x, w = res
+    # A materialised transposed kernel makes the input gradient a plain product; left to itself,
+    # XLA folds the transpose into a right-transposed product, which XLA:CPU runs markedly slower
+    # at these shapes (benchmarks/bench_encoder.py). The kernel is small; the copy costs nothing.
+    wt = jax.lax.optimization_barrier(w.T)
+    dx = jax.lax.dot_general(g, wt, (((g.ndim - 1,), (0,)), ((), ())))
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    dw = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def dense_dot_general(
+    lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None
+):
+    """``jax.lax.dot_general`` for ``nnx.Linear`` whose gradient suits XLA:CPU (same numerics).
+
+    The ``x @ kernel`` case of a dense layer goes through a custom VJP whose input gradient
+    multiplies by an explicitly transposed kernel; any other call is plain ``dot_general``.
+    """
+    (lhs_c, rhs_c), (lhs_b, rhs_b) = dimension_numbers
+    plain = (
+        tuple(lhs_c) == (lhs.ndim - 1,)
+        and tuple(rhs_c) == (0,)
+        and rhs.ndim == 2
+        and not lhs_b
+        and not rhs_b
+        and precision is None
+        and preferred_element_type is None
+        and out_sharding is None
+    )
+    if plain:
+        return _dense(lhs, rhs)
+    return jax.lax.dot_general(
+        lhs,
+        rhs,
+        dimension_numbers,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        out_sharding=out_sharding,
+    )
+
+
 def _linear(cfg, n_in, n_out, rngs):
     return nnx.Linear(
         n_in,
         n_out,
         dtype=jnp.dtype(cfg.dtype),
         kernel_init=nnx.initializers.normal(0.02),
+        dot_general=dense_dot_general,
         rngs=rngs,
     )
 
