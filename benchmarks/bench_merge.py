@@ -11,8 +11,17 @@ throughput {value, unit}, peer {impl, p50_s} or null, ratio = peer time / ours o
   importable (dict-comprehension task arithmetic, ``kthvalue`` global TIES);
 * ``merge_per_tensor/<method>``: the same merge run tensor by tensor (one call per leaf, as a
   streaming checkpoint merge does; compiled once per distinct shape);
-* ``threshold/<count|host>`` (``--select``): exact global top-k masks of the [K, P] task vectors
-  (TIES' trim) by the device counting search and by the host introselect (CPU's default);
+* ``merge/ties_stacked``: global TIES as one jitted program on the stacked [K, P] task vectors
+  (``methods.ties`` on a stack: the trim's host selection runs in a callback, whose operands
+  are copied); ``merge/ties`` is ``merge_fn("ties")``: on CPU the exact thresholds are selected
+  eagerly in numpy from the inputs in place (``topk.host_difference_cuts``), then one jitted
+  elementwise pass per leaf (no stack);
+* ``threshold/<select>`` (``--select``): exact global top-k masks of the [K, P] task vectors
+  (TIES' trim) by each path: ``count`` (the device counting search), ``host`` (the host
+  callback: sample-bracketed band selection for rows of 2**20+ entries), ``host_introselect``
+  (the same callback with numpy's introselect on every whole row: the previous host path) and
+  ``host_eager`` (``topk.host_difference_cuts`` on the unstacked inputs, no callback; returns
+  the thresholds only);
 * ``combine/<domain|layer>/K=<k>`` (``--combine-ks``): compile time of
   ``jit(value_and_grad(combine))`` on a MiniLM-shaped pytree (abstract shapes; nothing is run).
 
@@ -27,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -37,7 +47,7 @@ import numpy as np
 
 from jaxrec import merging
 from jaxrec.merging import topk
-from jaxrec.merging.methods import merge_fn
+from jaxrec.merging.methods import _stacked_tvs, merge_fn, merge_stacked
 from jaxrec.merging.tree import leaf_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +58,7 @@ METHOD_HPARAMS = {
     "weight_average": {},
     "ties": {"density": 0.2},
     "ties_tensor": {"density": 0.2, "granularity": "tensor"},
+    "ties_stacked": {"density": 0.2},
     "dare": {"density": 0.2},
     "dare_ties": {"density": 0.2},
     "breadcrumbs": {},
@@ -165,6 +176,10 @@ def torch_peers(base_np, fts_np, repeats: int) -> dict:
     return res
 
 
+def _ties_stacked(base, fts, hp):
+    return merge_stacked("ties", base, _stacked_tvs(base, fts), **hp)
+
+
 def per_tensor_runner(method: str, hp: dict, base, fts):
     """One ``merge_fn`` call per leaf ({"t": leaf}); compiled once per distinct shape."""
     fn = merge_fn(method, **hp)
@@ -220,9 +235,21 @@ def threshold_cases(base, fts, selects, repeats, common):
     ]
     flat_kp = jax.block_until_ready(topk.flatten(stacked))
     gb = flat_kp.size * 4 / 1e9
+    bl, fl = jax.tree.leaves(base), [jax.tree.leaves(f) for f in fts]
     for select in [s for s in selects if s != "none"]:
-        fn = jax.jit(lambda x, s=select: topk.top_k_masks([x], 0.2, select=s)[0])
-        first, times, cpu_s = timeit(lambda fn=fn: fn(flat_kp), repeats)
+        if select == "host_eager":
+            fn = lambda: topk.host_difference_cuts(bl, fl, 0.2)
+        else:
+            sel = "host" if select == "host_introselect" else select
+            jitted = jax.jit(lambda x, s=sel: topk.top_k_masks([x], 0.2, select=s)[0])
+            fn = lambda jitted=jitted: jitted(flat_kp)
+        band_min = topk._BAND_MIN
+        if select == "host_introselect":
+            topk._BAND_MIN = 1 << 62  # every row by numpy's partition (the previous host path)
+        try:
+            first, times, cpu_s = timeit(fn, repeats)
+        finally:
+            topk._BAND_MIN = band_min
         record(
             f"threshold/{select}",
             times,
@@ -263,7 +290,7 @@ def main(argv=None):
         "--select",
         default="count,host",
         help="threshold/<select> cases: global TIES top-k masks (density 0.2) by each of "
-        "topk.SELECT's paths, in the same run ('none' to skip)",
+        "count, host, host_introselect, host_eager (see above), in the same run ('none' to skip)",
     )
     args = ap.parse_args(argv)
     params = args.params or (2e6 if args.small else 110e6)
@@ -294,6 +321,8 @@ def main(argv=None):
         hp = dict(METHOD_HPARAMS[name])
         method = "ties" if name.startswith("ties") else name
         fn = merge_fn(method, **hp)
+        if name == "ties_stacked":  # the whole merge as one program on the [K, ...] stack
+            fn = jax.jit(functools.partial(_ties_stacked, hp=hp))
         first, times, cpu_s = timeit(lambda fn=fn: fn(base, fts), repeats)
         p50 = float(np.median(times))
         results[name] = (p50, cpu_s)

@@ -492,6 +492,50 @@ def _linear_direct(base: PyTree, finetuned: Sequence[PyTree], *, scale: float, m
     return jax.tree.unflatten(tdef, out)
 
 
+def _ties_direct(
+    base: PyTree,
+    finetuned: Sequence[PyTree],
+    *,
+    density: float = 0.2,
+    scale: float = 1.0,
+    granularity: str = "model",
+    cuts: tuple[jax.Array, jax.Array] | None = None,
+) -> PyTree:
+    """``ties`` from the unstacked inputs, leaf by leaf: no [K, ...] stack, no [K, P] copy.
+
+    The trim masks come from ``topk.difference_masks`` (on CPU a host selection that reads
+    ``f_k`` and ``b`` directly); each leaf is then one elementwise pass over ``f_1..f_K, b``
+    with the same float32 operations, in the same order, as ``ties`` on a stack (so the results
+    are equal up to float32 rounding). ``cuts``: thresholds from ``topk.host_difference_cuts``.
+    """
+    density = _check_density("density", density)
+    _check_granularity(granularity)
+    leaves, tdef = jax.tree.flatten(base)
+    base_leaves = [b.reshape(-1) for b in leaves]  # 1-D: simpler (faster to compile) loops
+    ft_leaves = [[x.reshape(-1) for x in jax.tree.leaves(f)] for f in finetuned]
+    masks = topk.difference_masks(
+        base_leaves, ft_leaves, density, granularity=granularity, cuts=cuts
+    )
+    out = []
+    for i, b in enumerate(base_leaves):
+        b32 = b.astype(_F32)
+        taus = [f[i].astype(_F32) - b32 for f in ft_leaves]
+        trimmed = [jnp.where(m, t, 0.0) for m, t in zip(masks[i], taus)]
+        elected = jnp.where(_ksum_list(trimmed) >= 0, 1.0, -1.0)
+        agree = [t * elected > 0 for t in trimmed]
+        n = jnp.maximum(_ksum_list([a.astype(_F32) for a in agree]), 1.0)
+        merged = _ksum_list([jnp.where(a, t, 0.0) / n for a, t in zip(agree, trimmed)])
+        out.append((b32 + scale * merged).astype(b.dtype).reshape(leaves[i].shape))
+    return jax.tree.unflatten(tdef, out)
+
+
+def _ksum_list(xs: Sequence[jax.Array]) -> jax.Array:
+    acc = xs[0]
+    for x in xs[1:]:
+        acc = acc + x
+    return acc
+
+
 @functools.lru_cache(maxsize=128)
 def _jitted(method: str, hparams: tuple[tuple[str, Any], ...]):
     fn = METHODS.get(method).fn
@@ -504,6 +548,8 @@ def _jitted(method: str, hparams: tuple[tuple[str, Any], ...]):
             return _linear_direct(base, finetuned, scale=scale, mean=False)
         if method == "weight_average":
             return _linear_direct(base, finetuned, scale=1.0, mean=True)
+        if method == "ties":  # trim masks without a stack: the host selection reads f and b
+            return _ties_direct(base, finetuned, **(METHODS.get(method).defaults() | static))
         extra = {"key": key} if key is not None else {}
         return fn(base, _stacked_tvs(base, finetuned), **static, **extra)
 
@@ -519,7 +565,43 @@ def merge_fn(method: str, **hparams):
     """
     static, key = METHODS.lookup(method).resolve(hparams)
     run = _jitted(method, tuple(sorted(static.items())))
-    return lambda base, finetuned: run(base, list(finetuned), key)
+    if method != "ties":
+        return lambda base, finetuned: run(base, list(finetuned), key)
+    hp = METHODS.get(method).defaults() | static
+    final = _ties_final_jitted(tuple(sorted(hp.items())))
+
+    def run_ties(base, finetuned):
+        finetuned = list(finetuned)
+        leaves = jax.tree.leaves([base, finetuned])
+        if not _host_eligible(leaves):
+            return run(base, finetuned, key)
+        cuts = topk.host_difference_cuts(  # eager numpy: reads the inputs in place
+            jax.tree.leaves(base),
+            [jax.tree.leaves(f) for f in finetuned],
+            hp["density"],
+            granularity=hp["granularity"],
+        )
+        return final(base, finetuned, cuts)
+
+    return run_ties
+
+
+def _host_eligible(leaves) -> bool:
+    """Concrete float32 arrays, a CPU backend and one process: the eager host selection."""
+    if jax.default_backend() != "cpu" or jax.process_count() != 1:
+        return False
+    for x in leaves:
+        if isinstance(x, jax.core.Tracer) or getattr(x, "dtype", None) != jnp.float32:
+            return False
+        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _ties_final_jitted(hparams: tuple[tuple[str, Any], ...]):
+    hp = dict(hparams)
+    return jax.jit(lambda base, finetuned, cuts: _ties_direct(base, finetuned, **hp, cuts=cuts))
 
 
 def merge(

@@ -328,34 +328,79 @@ def host_difference_thresholds(
 
 
 def _host_callback(rows, k_kg: Array, srcs: Sequence[Array], magnitude: bool):
-    """``pure_callback`` selecting (t, q) [K, G] for every ``rows(k, g, numpy_srcs)``."""
+    """``pure_callback`` selecting (t, q) [K, G] for every ``rows(k, g, numpy_srcs)``.
+
+    (A callback's operands are copied once on their way to numpy; ``host_difference_cuts``,
+    called outside ``jit``, reads the arrays in place.)
+    """
     K, G = k_kg.shape
-    top = _key_top(magnitude)
 
     def select(k_kg, *srcs):
-        k_kg, srcs = np.asarray(k_kg), [np.asarray(x) for x in srcs]  # jax arrays -> numpy
-        jobs = [(k, g) for g in range(G) for k in range(K)]
-
-        def one(kg):
-            k, g = kg
-            return _select_host(rows(k, g, srcs), int(k_kg[k, g]), top, magnitude)
-
-        if len(jobs) == 1 or (os.cpu_count() or 1) == 1:
-            out = [one(j) for j in jobs]
-        else:
-            with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-                out = list(pool.map(one, jobs))  # numpy releases the GIL in its loops
-        t_kg = np.empty((K, G), np.uint32)
-        q_kg = np.empty((K, G), np.int32)
-        for (k, g), (t, q) in zip(jobs, out):
-            t_kg[k, g], q_kg[k, g] = t, q
-        return t_kg, q_kg
+        srcs = [np.asarray(x) for x in srcs]  # jax arrays -> numpy
+        return _select_all(lambda k, g: rows(k, g, srcs), np.asarray(k_kg), magnitude)
 
     shapes = (
         jax.ShapeDtypeStruct((K, G), jnp.uint32),
         jax.ShapeDtypeStruct((K, G), jnp.int32),
     )
     return jax.pure_callback(select, shapes, k_kg, *srcs, vmap_method="sequential")
+
+
+def _select_all(rows, k_kg: np.ndarray, magnitude: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(t, q) [K, G] of every ``rows(k, g)`` (numpy, one thread per core)."""
+    K, G = k_kg.shape
+    top = _key_top(magnitude)
+    jobs = [(k, g) for g in range(G) for k in range(K)]
+
+    def one(kg):
+        k, g = kg
+        return _select_host(rows(k, g), int(k_kg[k, g]), top, magnitude)
+
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1 or _row_entries(rows, K, G) < _BAND_MIN:  # threads only pay off for big rows
+        out = [one(j) for j in jobs]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            out = list(pool.map(one, jobs))  # numpy releases the GIL in its loops
+    t_kg = np.empty((K, G), np.uint32)
+    q_kg = np.empty((K, G), np.int32)
+    for (k, g), (t, q) in zip(jobs, out):
+        t_kg[k, g], q_kg[k, g] = t, q
+    return t_kg, q_kg
+
+
+def _row_entries(rows, K: int, G: int) -> int:
+    return sum(rows(0, g).size for g in range(G)) * K
+
+
+def host_difference_cuts(
+    base_leaves: Sequence,
+    finetuned_leaves: Sequence[Sequence],
+    density: float | None = None,
+    *,
+    k: int | Sequence[int] | None = None,
+    granularity: str = "model",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds of ``difference_masks`` computed eagerly in numpy (no ``jit``, no copy).
+
+    For concrete float32 arrays on the CPU (jax or numpy): ``np.asarray`` reads them in place,
+    which a ``pure_callback`` cannot (it copies its operands). Pass the result as ``cuts=`` to
+    ``difference_masks``.
+
+    Returns:
+      ``(t, q)``: [K, G] uint32 threshold keys and int32 tie cuts.
+    """
+    b = [np.asarray(x, np.float32).reshape(-1) for x in base_leaves]
+    f = [[np.asarray(x, np.float32).reshape(-1) for x in fl] for fl in finetuned_leaves]
+    like = [jax.ShapeDtypeStruct((len(f), *np.shape(x)), jnp.float32) for x in base_leaves]
+    groups = _Groups(like, granularity)
+    k_kg = np.asarray(_k_per_group(groups, density, k))
+    group_of = groups.group_of
+
+    def rows(kk, g):
+        return _Row([(f[kk][i], b[i]) for i in range(len(b)) if group_of[i] == g], True)
+
+    return _select_all(rows, k_kg, True)
 
 
 _BAND_MIN = 1 << 20  # rows with at least this many entries take ``_select_banded``
@@ -626,6 +671,71 @@ def top_k_masks(
         tie_ok = groups.flat_index(i)[None] < _bcast(q_kg[:, g], x.ndim)
         masks.append((key > t) | ((key == t) & tie_ok))
     return masks
+
+
+def difference_masks(
+    base_leaves: Sequence[Array],
+    finetuned_leaves: Sequence[Sequence[Array]],
+    density: float | None = None,
+    *,
+    k: int | Sequence[int] | None = None,
+    granularity: str = "model",
+    select: str = "auto",
+    cuts: tuple[Array, Array] | None = None,
+) -> list[list[Array]]:
+    """``top_k_masks`` of the task vectors ``|f_k - b|`` from the unstacked leaves.
+
+    ``masks[i][k]`` (shape of base leaf i) equals ``top_k_masks(stacked, ...)[i][k]`` for
+    ``stacked[i] = stack_k(f_k[i] - b[i])`` (float32): the same keys, ties kept by the lowest flat
+    index. On the host path ("host", or "auto" on CPU in a single process) no stack is
+    materialised: the callback forms ``f - b`` chunk by chunk and each mask is an elementwise
+    function of ``f_k``, ``b`` and the thresholds, which XLA fuses into its consumer.
+
+    Args:
+      base_leaves: L float arrays.
+      finetuned_leaves: K lists of L arrays shaped like ``base_leaves``.
+      density, k, granularity, select: as in ``top_k_masks``.
+      cuts: ``host_difference_cuts``'s ``(t, q)`` for these inputs (then density, k and select
+        are not used).
+
+    Returns:
+      L lists of K bool arrays.
+    """
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, got {select!r}")
+    K, L = len(finetuned_leaves), len(base_leaves)
+    b32 = [b.astype(jnp.float32) for b in base_leaves]
+    f32 = [[f[i].astype(jnp.float32) for i in range(L)] for f in finetuned_leaves]
+    host = select == "host" or (
+        select == "auto" and jax.default_backend() == "cpu" and jax.process_count() == 1
+    )
+    if not host and cuts is None:
+        stacked = [jnp.stack([f[i] for f in f32]) - b for i, b in enumerate(b32)]
+        masks = top_k_masks(stacked, density, k=k, granularity=granularity, select=select)
+        return [[m[j] for j in range(K)] for m in masks]
+    like = [jax.ShapeDtypeStruct((K, *b.shape), jnp.float32) for b in b32]
+    groups = _Groups(like, granularity)
+    if cuts is None:
+        t_kg, q_kg = host_difference_thresholds(
+            b32, f32, _k_per_group(groups, density, k), groups.group_of
+        )
+    else:
+        t_kg, q_kg = (jnp.asarray(c) for c in cuts)
+    # magnitude keys are 0 or normal, so as floats: key >= t <=> |x| >= t_f and key > t <=>
+    # |x| >= next_f (the next float after t_f; the smallest normal for t = 0). Float compares
+    # (no key bit casts) keep the per-leaf programs small: one fusion per leaf.
+    t_kg = t_kg.astype(jnp.uint32)
+    t_f = jax.lax.bitcast_convert_type(t_kg, jnp.float32)
+    next_f = jnp.where(t_kg == 0, _TINY, jax.lax.bitcast_convert_type(t_kg + 1, jnp.float32))
+    out = []
+    for i, b in enumerate(b32):
+        g, idx = groups.group_of[i], groups.flat_index(i)
+        row = []
+        for j in range(K):
+            a = jnp.abs(f32[j][i] - b)
+            row.append((a >= t_f[j, g]) & ((a >= next_f[j, g]) | (idx < q_kg[j, g])))
+        out.append(row)
+    return out
 
 
 def flatten(leaves: Sequence[Array]) -> Array:
