@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from jaxrec.merging import hf
+from jaxrec.merging import hf, topk
 from jaxrec.merging.methods import METHODS, merge, merge_fn
 from jaxrec.merging.topk import top_k_masks
 
@@ -407,6 +407,7 @@ def _mergekit_tensor(
     density_k,
     lam,
     key,
+    cuts=None,
     *,
     family: _Family | None,
     normalize: bool,
@@ -427,6 +428,8 @@ def _mergekit_tensor(
         if family.sparsify == "random":
             u = jax.random.uniform(key, (len(taus), b.shape[0]))
             keeps = [(u[i] < density_k[i]) | (density_k[i] >= 1.0) for i in range(len(taus))]
+        elif cuts is not None:  # host thresholds, selected before the call (magnitude)
+            keeps = topk.cut_masks(taus, cuts)
         else:
             tau_kn = jnp.stack(taus)
             keep = top_k_masks([tau_kn], k=k_hi, granularity="tensor")[0]
@@ -558,16 +561,74 @@ def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.nd
                 lo.append(n - n_bot - target)
         return np.asarray(hi, np.int32)[:, None], np.asarray(lo, np.int32)[:, None]
 
+    if family is None or (family.sparsify is None and not family.consensus):
+        ws = [np.float32(m.params["weight"]) for m in recipe.models]
+        lam_f = np.float32(p.get("lambda", 1.0))
+        linear = functools.partial(
+            _linear_numpy, ws=ws, lam=lam_f, normalize=bool(p["normalize"]), plain=family is None
+        )
+        return lambda i, name, base, fts: linear(base, fts).astype(out_dtype, copy=False)
+
+    host_cuts = sparsify == "magnitude" and topk.host_select_available()
+
     def run_mergekit(i, name, base, fts):
         n = base.size
         size = bucket_size(n)
         k_hi, k_lo = counts(n)
         key = jax.random.fold_in(root_key, i)
         flat = [_pad_flat(x, size) for x in (base, *fts)]
-        out = kernel(flat[0], tuple(flat[1:]), weight_k, k_hi, k_lo, density_k, lam, key)
+        cuts = None
+        if host_cuts:  # exact thresholds in numpy from base and fts in place: no [K, n] stack
+            cuts = topk.host_difference_cuts(
+                [base], [[f] for f in fts], k=jnp.asarray(k_hi), granularity="tensor"
+            )
+        out = kernel(flat[0], tuple(flat[1:]), weight_k, k_hi, k_lo, density_k, lam, key, cuts)
         return np.asarray(out)[:n].reshape(base.shape)
 
     return run_mergekit
+
+
+_NP_CHUNK = 1 << 16  # entries per in-cache step of the numpy linear kernel
+
+
+def _linear_numpy(base, fts, *, ws, lam, normalize: bool, plain: bool) -> np.ndarray:
+    """mergekit's linear (``plain``) or task arithmetic on one tensor, in numpy (float32).
+
+    The same float32 operations, in the same order, as ``_mergekit_tensor`` (up to XLA's
+    fused multiply-adds: 1-ulp differences), run chunk by chunk in cache with reused buffers:
+    on CPU this costs less than handing the inputs to XLA, which copies every numpy input.
+    """
+    shape = base.shape
+    b_flat = base.reshape(-1)
+    xs = [f.reshape(-1) for f in fts]
+    n = b_flat.size
+    divisor = ws[0]
+    for w in ws[1:]:
+        divisor = divisor + w
+    if not plain and abs(divisor) < 1e-8:
+        divisor = np.float32(1.0)
+    out = np.empty(n, np.float32)
+    c = min(_NP_CHUNK, max(n, 1))
+    tmp, b32 = np.empty(c, np.float32), np.empty(c, np.float32)
+    for s in range(0, n, c):
+        e = min(s + c, n)
+        o, t, b = out[s:e], tmp[: e - s], b32[: e - s]
+        np.copyto(b, b_flat[s:e], casting="unsafe")
+        for j, (x, w) in enumerate(zip(xs, ws)):
+            np.copyto(t, x[s:e], casting="unsafe")
+            if not plain:
+                np.subtract(t, b, out=t)
+            np.multiply(t, w, out=t)
+            if j == 0:
+                np.copyto(o, t)
+            else:
+                np.add(o, t, out=o)
+        if normalize:
+            np.divide(o, divisor, out=o)
+        if not plain:
+            np.multiply(o, lam, out=o)
+            np.add(b, o, out=o)
+    return out.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- engine

@@ -373,6 +373,11 @@ def _row_entries(rows, K: int, G: int) -> int:
     return sum(rows(0, g).size for g in range(G)) * K
 
 
+def host_select_available() -> bool:
+    """Whether ``host_difference_cuts`` serves this process (CPU backend, one process)."""
+    return jax.default_backend() == "cpu" and jax.process_count() == 1
+
+
 def host_difference_cuts(
     base_leaves: Sequence,
     finetuned_leaves: Sequence[Sequence],
@@ -721,12 +726,7 @@ def difference_masks(
         )
     else:
         t_kg, q_kg = (jnp.asarray(c) for c in cuts)
-    # magnitude keys are 0 or normal, so as floats: key >= t <=> |x| >= t_f and key > t <=>
-    # |x| >= next_f (the next float after t_f; the smallest normal for t = 0). Float compares
-    # (no key bit casts) keep the per-leaf programs small: one fusion per leaf.
-    t_kg = t_kg.astype(jnp.uint32)
-    t_f = jax.lax.bitcast_convert_type(t_kg, jnp.float32)
-    next_f = jnp.where(t_kg == 0, _TINY, jax.lax.bitcast_convert_type(t_kg + 1, jnp.float32))
+    t_f, next_f = _cut_floats(t_kg)
     out = []
     for i, b in enumerate(b32):
         g, idx = groups.group_of[i], groups.flat_index(i)
@@ -735,6 +735,36 @@ def difference_masks(
             a = jnp.abs(f32[j][i] - b)
             row.append((a >= t_f[j, g]) & ((a >= next_f[j, g]) | (idx < q_kg[j, g])))
         out.append(row)
+    return out
+
+
+def _cut_floats(t: Array) -> tuple[Array, Array]:
+    """Magnitude threshold keys (0 or normal, as the host selection gives) as floats.
+
+    ``key >= t <=> |x| >= t_f`` and ``key > t <=> |x| >= next_f`` (the next float after
+    ``t_f``; the smallest normal for t = 0). Float compares (no key bit casts) keep the
+    elementwise programs small: one fusion per leaf.
+    """
+    t = jnp.asarray(t).astype(jnp.uint32)
+    t_f = jax.lax.bitcast_convert_type(t, jnp.float32)
+    next_f = jnp.where(t == 0, _TINY, jax.lax.bitcast_convert_type(t + 1, jnp.float32))
+    return t_f, next_f
+
+
+def cut_masks(xs: Sequence[Array], cuts: tuple[Array, Array]) -> list[Array]:
+    """Keep-masks of K 1-D float32 arrays ``xs[k]`` (one group each) from host cuts [K, 1].
+
+    ``cuts`` is ``host_difference_cuts(...)`` (granularity "tensor", one leaf) for these
+    ``|xs[k]|``; entry ``i`` of ``xs[k]`` is kept iff its key is above ``t[k]`` or equal with
+    ``i < q[k]``.
+    """
+    t_f, next_f = _cut_floats(cuts[0])
+    q = jnp.asarray(cuts[1]).astype(jnp.int32)
+    idx = jnp.arange(xs[0].shape[0], dtype=jnp.int32)
+    out = []
+    for k, x in enumerate(xs):
+        a = jnp.abs(x)
+        out.append((a >= t_f[k, 0]) & ((a >= next_f[k, 0]) | (idx < q[k, 0])))
     return out
 
 
