@@ -32,6 +32,16 @@ denormals flushed), so they tie with exact zeros. A count compares keys exactly,
 quotients, with float-only arithmetic that XLA:CPU vectorises (``_probe_consts``), summed as
 float32 in chunks of at most 2**24 entries per task (exact integers).
 
+On CPU (one process) the thresholds are selected on the host instead, in numpy, with the same
+keys and the same (t, q) semantics: rows of at least ``_BAND_MIN`` entries by a
+sample-bracketed selection (``_select_banded``: a seeded sample brackets the k-th largest key,
+one in-cache pass counts the keys above the bracket and gathers the few inside it, the
+selection finishes within that band; a missed bracket falls back to a full introselect, so the
+result never depends on the sample), shorter rows by numpy's introselect. Inside ``jit`` this
+runs in a callback (whose operands are copied once); ``host_difference_cuts`` runs it eagerly
+on the unstacked base and fine-tuned arrays (``|f - b|`` formed chunk by chunk, nothing copied)
+and ``difference_masks`` / ``cut_masks`` turn its cuts into masks inside a jitted program.
+
 References:
     Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023
     (the global top-k trim this module makes cheap).
