@@ -291,29 +291,39 @@ def _initial_state(step_fn, optimizer, arrays: _Arrays, example, cfg, seed, refr
     return dict(state, items=arrays.items_knh if refresh else None)
 
 
+@functools.partial(jax.jit, static_argnames=("step_fn", "dropout"), donate_argnums=0)
+def _train_step(
+    state, batch, step, seed, items_knh, item_mask_kn, teacher_knh, base, tvs, *, step_fn, dropout
+):
+    """One coefficient step that also records the trajectory and the loss terms. Module-level,
+    with the seed and every array an argument, so that the runs of one objective and
+    granularity (seeds, a resumed run) share one compiled program."""
+    key = jax.random.fold_in(jax.random.key(seed), step) if dropout else None
+    coeffs, opt_state, out = step_fn(
+        state["coeffs"], state["opt_state"], base, tvs, batch, items_knh, item_mask_kn,
+        teacher_knh, key,
+    )  # fmt: skip
+    new = dict(state, coeffs=coeffs, opt_state=opt_state)
+    new["trajectory"] = state["trajectory"].at[step + 1].set(coefficient_array(coeffs))
+    new["losses"] = {k: v.at[step].set(out[k]) for k, v in state["losses"].items()}
+    return new, out
+
+
 def _make_loop_step(step_fn, arrays: _Arrays, cfg: LearnConfig, seed: int, mesh, refresh):
     """``(state, batch, step) -> (state, metrics)`` for :func:`loop.fit`: places the batch
     (each process its own rows), runs one jitted step that also records the trajectory and
     losses, and refreshes the merged item table every ``cfg.refresh_items_every`` steps."""
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, batch, step, items_knh, base, tvs):  # state without "items"
-        key = jax.random.fold_in(jax.random.key(seed), step) if cfg.dropout else None
-        coeffs, opt_state, out = step_fn(
-            state["coeffs"], state["opt_state"], base, tvs, batch, items_knh,
-            arrays.item_mask_kn, arrays.teacher_knh, key,
-        )  # fmt: skip
-        new = dict(state, coeffs=coeffs, opt_state=opt_state)
-        new["trajectory"] = state["trajectory"].at[step + 1].set(coefficient_array(coeffs))
-        new["losses"] = {k: v.at[step].set(out[k]) for k, v in state["losses"].items()}
-        return new, out
+    seed_ = np.int32(seed)  # a traced argument: every seed runs the same compiled step
 
     def loop_step(state, batch, step):
         if mesh is not None:
             batch = sharding.host_batch(batch, mesh)
         items = state.pop("items")
         table = arrays.items_knh if items is None else items
-        state, out = train_step(state, batch, step, table, arrays.base, arrays.tvs)
+        state, out = _train_step(
+            state, batch, step, seed_, table, arrays.item_mask_kn, arrays.teacher_knh,
+            arrays.base, arrays.tvs, step_fn=step_fn, dropout=cfg.dropout,
+        )  # fmt: skip
         if items is not None and (step + 1) % cfg.refresh_items_every == 0:
             items = refresh(state["coeffs"])
         return dict(state, items=items), out

@@ -88,21 +88,26 @@ def test_mergerec_learning_lowers_loss_without_recompiles(problem):
         {"input_ids": pseudo.tokens["input_ids"][keep]}, pseudo.domain[keep], pseudo.item[keep]
     )
     items = merged_items(base, tvs, coeffs, tokens)
+    kw = dict(base=base, tvs=tvs, pseudo=pseudo, items_knh=items, item_mask_kn=mask)
     out, hist = learn.learn_coefficients(
-        step,
-        opt,
-        coeffs,
-        base=base,
-        tvs=tvs,
-        pseudo=pseudo,
-        items_knh=items,
-        item_mask_kn=mask,
-        teacher_knh=teacher,
-        cfg=cfg,
-        seed=0,
-        progress=False,
+        step, opt, coeffs, teacher_knh=teacher, cfg=cfg, seed=0, progress=False, **kw
     )
     assert traces["n"] == 1  # one compilation for all 30 steps
+    outer = {"n": 0}
+
+    def counted(*args):  # called only when the learning loop traces (its shapes, its step)
+        outer["n"] += 1
+        return step(*args)
+
+    traced = []
+    for seed in (1, 2):  # other seeds (and other teacher values): the same compiled program
+        _, hist1 = learn.learn_coefficients(
+            counted, opt, coeffs, teacher_knh=teacher * seed, cfg=cfg, seed=seed, progress=False,
+            **kw,
+        )  # fmt: skip
+        assert not np.allclose(hist1["loss"], hist["loss"])
+        traced.append(outer["n"])
+    assert traced[0] == 2 and traced[1] == 2  # the state's shapes and the step, seed 1 only
     assert len(hist["loss"]) == 30 and len(hist["coefficients"]) == 31
     np.testing.assert_array_equal(hist["coefficients"][-1], np.asarray(out))
     assert np.mean(hist["loss"][-5:]) < np.mean(hist["loss"][:5])
