@@ -3,7 +3,6 @@ elementwise pass per leaf) vs the stacked program, the traced path and a numpy r
 
 import chex
 import jax
-import jax.numpy as jnp
 import merging_ref as ref
 import numpy as np
 import pytest
@@ -54,7 +53,7 @@ def _stacked(base, fts, **hp):
 @pytest.mark.parametrize("ties", [False, True])
 def test_direct_ties_equals_stacked_and_reference(granularity, ties):
     base, fts = _models(3 + ties, ties)
-    for density in (0.1, 0.5):
+    for density in (0.5,) if ties else (0.1,):  # one compile set each (density is static)
         hp = {"density": density, "granularity": granularity}
         eager = merge_fn("ties", **hp)(base, fts)  # host cuts outside jit
         traced = jax.jit(lambda b, f, hp=hp: merge_fn("ties", **hp)(b, f))(base, fts)  # callback
@@ -70,11 +69,20 @@ def test_direct_ties_equals_stacked_and_reference(granularity, ties):
 def test_difference_masks_host_count_and_band_agree(monkeypatch):
     base, fts = _models(5, True)
     bl, fl = jax.tree.leaves(base), [jax.tree.leaves(f) for f in fts]
-    stacked = [jnp.asarray(np.stack([f[i] for f in fl]) - b) for i, b in enumerate(bl)]
+    stacked = [np.stack([f[i] for f in fl]) - b for i, b in enumerate(bl)]  # float32
     for granularity in ("model", "tensor"):
-        exp = jax.jit(
-            lambda x, g=granularity: topk.top_k_masks(x, 0.3, granularity=g, select="count")
-        )(stacked)
+        if granularity == "model":  # numpy stable argsort over the whole flattened model
+            rows = flat(stacked, K)
+            m = np.stack([ref.topk_mask(v, int(0.3 * v.size)) for v in rows])
+            per_task = [ref.unflat(m[j], [x[0] for x in stacked]) for j in range(K)]
+            exp = [np.stack([p[i] for p in per_task]) for i in range(len(stacked))]
+        else:
+            exp = [
+                np.stack([ref.topk_mask(v, int(0.3 * v.size)) for v in x.reshape(K, -1)]).reshape(
+                    x.shape
+                )
+                for x in stacked
+            ]
         masks = jax.jit(
             lambda b, f, s, c, g=granularity: topk.difference_masks(
                 b, f, 0.3, granularity=g, select=s, cuts=c
