@@ -5,8 +5,10 @@ Builds a randomly initialised BERT (``transformers.BertConfig()``: BERT-base, ~1
 (base + N(0, 0.01) on every float tensor), writes one mergekit YAML per method and runs both
 tools on it as subprocesses, timing wall clock from process start to exit (imports, reading,
 merging, writing) and each one's peak RSS. Prints one JSON line per (method, tool pair) with
-the benchmark schema, plus ``peak_rss_mb`` (ours and the peer's), ``model_mb`` (one input
-model's size) and ``max_abs_diff`` / ``frac_diff_gt_1e-6`` between the two outputs.
+the benchmark schema, plus ``peak_rss_mb`` and ``cpu_s`` (median user + system seconds; ours
+and the peer's), ``ratio_cpu`` (peer CPU seconds / ours: readable when other jobs share the
+machine), ``model_mb`` (one input model's size) and ``max_abs_diff`` / ``frac_diff_gt_1e-6``
+between the two outputs.
 
 mergekit is optional: ``--mergekit PATH`` to its ``mergekit-yaml`` executable (else the peer is
 null). mergekit 0.1.5 needs a one-line patch to plan a BERT model (``plan.py`` concatenates a
@@ -96,8 +98,9 @@ def write_yaml(path: Path, method: str, base: Path, fts: list[Path]) -> Path:
     return path
 
 
-def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one subprocess run; raises on failure.
+def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds: user + system) of one subprocess run; raises
+    on failure.
 
     The peak RSS comes from GNU time when present (a child forked from this, larger, process
     would otherwise report this process's RSS at fork time as its own peak, Linux keeping
@@ -119,7 +122,7 @@ def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
         if line.startswith("MAXRSS_KB="):
             rss_mb = int(line.split("=", 1)[1]) / 1024
             break
-    return wall, rss_mb
+    return wall, rss_mb, usage.ru_utime + usage.ru_stime
 
 
 def load_folder(folder: Path) -> dict[str, np.ndarray]:
@@ -212,12 +215,12 @@ def _run(args, root: Path, repeats: int) -> None:
             peer_version = ["?", "?"]
     for method in args.methods.split(","):
         yml = write_yaml(root / f"{method}.yml", method, base, fts)
-        ours, theirs, rss, peer_rss = [], [], 0.0, 0.0
+        ours, theirs, rss, peer_rss, cpu, peer_cpu = [], [], 0.0, 0.0, [], []
         out = root / f"out_jaxrec_{method}"
         peer_out = root / f"out_mergekit_{method}"
         for _ in range(repeats):
             shutil.rmtree(out, ignore_errors=True)
-            wall, r = run_timed(
+            wall, r, c = run_timed(
                 [
                     sys.executable,
                     "-m",
@@ -230,11 +233,13 @@ def _run(args, root: Path, repeats: int) -> None:
                 ]
             )
             ours.append(wall)
+            cpu.append(c)
             rss = max(rss, r)
             if args.mergekit:
                 shutil.rmtree(peer_out, ignore_errors=True)
-                wall, r = run_timed([args.mergekit, str(yml), str(peer_out), "--quiet"])
+                wall, r, c = run_timed([args.mergekit, str(yml), str(peer_out), "--quiet"])
                 theirs.append(wall)
+                peer_cpu.append(c)
                 peer_rss = max(peer_rss, r)
         p50, p90 = float(np.median(ours)), float(np.percentile(ours, 90))
         line = {
@@ -254,6 +259,7 @@ def _run(args, root: Path, repeats: int) -> None:
             "k": args.k,
             "model_mb": round(model_mb, 1),
             "peak_rss_mb": round(rss, 1),
+            "cpu_s": round(float(np.median(cpu)), 2),
             "setup_s": round(setup_s, 1),
             "repeats": repeats,
         }
@@ -263,8 +269,10 @@ def _run(args, root: Path, repeats: int) -> None:
                 "impl": f"mergekit {peer_version[0]} (torch {peer_version[1]})",
                 "p50_s": round(peer_p50, 3),
                 "peak_rss_mb": round(peer_rss, 1),
+                "cpu_s": round(float(np.median(peer_cpu)), 2),
             }
             line["ratio"] = round(peer_p50 / p50, 2)
+            line["ratio_cpu"] = round(float(np.median(peer_cpu) / np.median(cpu)), 2)
             line.update(compare(out, peer_out))
         print(json.dumps(line), flush=True)
 
