@@ -19,6 +19,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = float(jnp.finfo(jnp.float32).min)
 
@@ -111,20 +112,30 @@ def _keep(key_c, rate, shape):
     return jax.random.bernoulli(key_c, 1.0 - rate, shape)
 
 
-def _scores(q_hcd, kt_hdl, valid_l, scale):
+def _scores(q_hcd, kt_hdl, bias_l):
     s_hcl = jnp.einsum("hcd,hdl->hcl", q_hcd, kt_hdl, preferred_element_type=jnp.float32)
-    return jnp.where(valid_l[None, None, :], s_hcl * scale, NEG_INF)
+    return s_hcl + bias_l[None, None, :]
+
+
+def _key_bias(key_valid_bl):
+    """0 for a valid key, ``NEG_INF`` for a padded one (added to the scores)."""
+    return jnp.where(key_valid_bl, 0.0, NEG_INF).astype(jnp.float32)
+
+
+def _scaled_kt(k_blhd):
+    """``[B, H, D, L]`` keys times ``1 / sqrt(D)`` (the scale folded into the small operand)."""
+    scale = 1.0 / np.sqrt(k_blhd.shape[-1])
+    return (k_blhd.transpose(0, 2, 3, 1) * scale).astype(k_blhd.dtype)
 
 
 def _blocked_forward(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block):
     """Output ``[B, L, H, D]`` and the softmax statistics (row max, 1 / row sum), ``[B, n, H, c]``
     each."""
-    seq_len, d = q_blhd.shape[1], q_blhd.shape[-1]
-    scale = 1.0 / jnp.sqrt(d).astype(jnp.float32)
-    kt_bhdl, v_bhld = k_blhd.transpose(0, 2, 3, 1), v_blhd.transpose(0, 2, 1, 3)
+    seq_len = q_blhd.shape[1]
+    kt_bhdl, v_bhld = _scaled_kt(k_blhd), v_blhd.transpose(0, 2, 1, 3)
 
-    def one_block(q_hcd, kt_hdl, v_hld, valid_l, key_c):
-        s_hcl = _scores(q_hcd, kt_hdl, valid_l, scale)
+    def one_block(q_hcd, kt_hdl, v_hld, bias_l, key_c):
+        s_hcl = _scores(q_hcd, kt_hdl, bias_l)
         m_hc = jnp.max(s_hcl, -1)
         e_hcl = jnp.exp(s_hcl - m_hc[..., None])
         inv_hc = 1.0 / jnp.sum(e_hcl, -1)
@@ -136,12 +147,10 @@ def _blocked_forward(q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, rate, block)
         return (o_hcd * inv_hc[..., None]).astype(v_hld.dtype), m_hc, inv_hc
 
     def one_sequence(xs):
-        q_nhcd, kt_hdl, v_hld, valid_l, keys_n = xs
-        return jax.lax.map(
-            lambda a: one_block(a[0], kt_hdl, v_hld, valid_l, a[1]), (q_nhcd, keys_n)
-        )
+        q_nhcd, kt_hdl, v_hld, bias_l, keys_n = xs
+        return jax.lax.map(lambda a: one_block(a[0], kt_hdl, v_hld, bias_l, a[1]), (q_nhcd, keys_n))
 
-    xs = (_to_blocks(q_blhd, block), kt_bhdl, v_bhld, key_valid_bl, keys_bn)
+    xs = (_to_blocks(q_blhd, block), kt_bhdl, v_bhld, _key_bias(key_valid_bl), keys_bn)
     o_bnhcd, m_bnhc, inv_bnhc = jax.lax.map(one_sequence, xs)
     return _from_blocks(o_bnhcd, seq_len), (m_bnhc, inv_bnhc)
 
@@ -162,21 +171,20 @@ def _blocked_bwd(rate, block, res, g_blhd):
     or right-transposed matrix product (no left-transposed one, which XLA:CPU runs slowly)."""
     q_blhd, k_blhd, v_blhd, key_valid_bl, keys_bn, out_blhd, (m_bnhc, inv_bnhc) = res
     seq_len, d = q_blhd.shape[1], q_blhd.shape[-1]
-    scale = 1.0 / jnp.sqrt(d).astype(jnp.float32)
-    g32_blhd = g_blhd.astype(jnp.float32)
-    delta_blh = jnp.sum(g32_blhd * out_blhd.astype(jnp.float32), -1)  # rowsum(dO * O)
-    delta_bnhc = _to_blocks(delta_blh[..., None], block)[..., 0]
-    q_bnhcd, g_bnhcd = _to_blocks(q_blhd, block), _to_blocks(g_blhd.astype(v_blhd.dtype), block)
-    qt_bnhdc, gt_bnhdc = (x.swapaxes(-1, -2) for x in (q_bnhcd, g_bnhcd))
-    k_bhld, kt_bhdl = k_blhd.transpose(0, 2, 1, 3), k_blhd.transpose(0, 2, 3, 1)
-    vt_bhdl = v_blhd.transpose(0, 2, 3, 1)
+    scale = 1.0 / np.sqrt(d)
     cdt = v_blhd.dtype
+    delta_blh = jnp.sum(g_blhd.astype(jnp.float32) * out_blhd.astype(jnp.float32), -1)
+    delta_bnhc = _to_blocks(delta_blh[..., None], block)[..., 0]  # rowsum(dO * O)
+    q_bnhcd, g_bnhcd = _to_blocks(q_blhd, block), _to_blocks(g_blhd.astype(cdt), block)
+    qt_bnhdc, gt_bnhdc = (x.swapaxes(-1, -2) for x in (q_bnhcd, g_bnhcd))
+    kt_bhdl = _scaled_kt(k_blhd)
+    ks_bhld = kt_bhdl.swapaxes(-1, -2)
+    vt_bhdl = v_blhd.transpose(0, 2, 3, 1)
 
-    def one_block(carry, ys, k_hld, kt_hdl, vt_hdl, valid_l):
+    def one_block(carry, ys, ks_hld, kt_hdl, vt_hdl, bias_l):
         dkt_hdl, dvt_hdl = carry
         q_hcd, qt_hdc, g_hcd, gt_hdc, delta_hc, m_hc, inv_hc, key_c = ys
-        s_hcl = _scores(q_hcd, kt_hdl, valid_l, scale)
-        p_hcl = jnp.exp(s_hcl - m_hc[..., None]) * inv_hc[..., None]
+        p_hcl = jnp.exp(_scores(q_hcd, kt_hdl, bias_l) - m_hc[..., None]) * inv_hc[..., None]
         dpd_hcl = jnp.einsum("hcd,hdl->hcl", g_hcd, vt_hdl, preferred_element_type=jnp.float32)
         if rate:
             keep_hcl = _keep(key_c, rate, p_hcl.shape)
@@ -184,33 +192,36 @@ def _blocked_bwd(rate, block, res, g_blhd):
             dp_hcl = jnp.where(keep_hcl, dpd_hcl / (1.0 - rate), 0.0)
         else:
             pd_hcl, dp_hcl = p_hcl, dpd_hcl
-        ds_hcl = jnp.where(valid_l[None, None, :], p_hcl * (dp_hcl - delta_hc[..., None]), 0.0)
-        ds_hcl = (ds_hcl * scale).astype(cdt)
+        ds_hcl = (p_hcl * (dp_hcl - delta_hc[..., None])).astype(cdt)  # d scores / scale
         dvt_hdl = dvt_hdl + jnp.einsum(
             "hdc,hcl->hdl", gt_hdc, pd_hcl.astype(cdt), preferred_element_type=jnp.float32
         )
         dkt_hdl = dkt_hdl + jnp.einsum(
             "hdc,hcl->hdl", qt_hdc, ds_hcl, preferred_element_type=jnp.float32
         )
-        dq_hcd = jnp.einsum("hcl,hld->hcd", ds_hcl, k_hld, preferred_element_type=jnp.float32)
+        dq_hcd = jnp.einsum("hcl,hld->hcd", ds_hcl, ks_hld, preferred_element_type=jnp.float32)
         return (dkt_hdl, dvt_hdl), dq_hcd
 
     def one_sequence(xs):
-        k_hld, kt_hdl, vt_hdl, valid_l, *ys = xs
+        ks_hld, kt_hdl, vt_hdl, bias_l, *ys = xs
         zeros = jnp.zeros(kt_hdl.shape, jnp.float32)
         body = functools.partial(
-            one_block, k_hld=k_hld, kt_hdl=kt_hdl, vt_hdl=vt_hdl, valid_l=valid_l
+            one_block, ks_hld=ks_hld, kt_hdl=kt_hdl, vt_hdl=vt_hdl, bias_l=bias_l
         )
         (dkt_hdl, dvt_hdl), dq_nhcd = jax.lax.scan(body, (zeros, zeros), tuple(ys))
         return dq_nhcd, dkt_hdl, dvt_hdl
 
-    xs = (k_bhld, kt_bhdl, vt_bhdl, key_valid_bl, q_bnhcd, qt_bnhdc, g_bnhcd, gt_bnhdc, delta_bnhc)
-    xs = (*xs, m_bnhc, inv_bnhc, keys_bn)
+    xs = (ks_bhld, kt_bhdl, vt_bhdl, _key_bias(key_valid_bl), q_bnhcd, qt_bnhdc, g_bnhcd)
+    xs = (*xs, gt_bnhdc, delta_bnhc, m_bnhc, inv_bnhc, keys_bn)
     dq_bnhcd, dkt_bhdl, dvt_bhdl = jax.lax.map(one_sequence, xs)
-    dq_blhd = _from_blocks(dq_bnhcd, seq_len).astype(q_blhd.dtype)
-    dk_blhd = dkt_bhdl.transpose(0, 3, 1, 2).astype(k_blhd.dtype)
-    dv_blhd = dvt_bhdl.transpose(0, 3, 1, 2).astype(v_blhd.dtype)
-    return dq_blhd, dk_blhd, dv_blhd, None, None
+    # padded keys get no score gradient (the one-shot form's mask); nor do the queries of a
+    # sequence without any valid key (its uniform weights do not depend on the scores)
+    any_valid_b = jnp.any(key_valid_bl, axis=1)
+    dq_blhd = _from_blocks(dq_bnhcd, seq_len) * any_valid_b.astype(jnp.float32)[:, None, None, None]
+    dk_blhd = dkt_bhdl.transpose(0, 3, 1, 2) * jnp.where(key_valid_bl, scale, 0.0)[..., None, None]
+    dv_blhd = dvt_bhdl.transpose(0, 3, 1, 2)
+    grads = (dq_blhd, dk_blhd, dv_blhd)
+    return (*(g.astype(x.dtype) for g, x in zip(grads, (q_blhd, k_blhd, v_blhd))), None, None)
 
 
 _blocked.defvjp(_blocked_fwd, _blocked_bwd)
