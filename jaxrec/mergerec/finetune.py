@@ -204,9 +204,9 @@ def finetune(
     optimizer = make_optimizer(cfg, _total_updates(cfg, steps_per_epoch))
     train_step = make_train_step(backbone, optimizer, cfg)
     params = jax.tree_util.tree_map(jnp.array, backbone.params if params is None else params)
-    key = jax.random.key(cfg.seed)
-    if mesh is not None:
-        params, key = sharding.replicate((params, key), mesh)
+    key, opt_state = jax.random.key(cfg.seed), optimizer.init(params)
+    if mesh is not None:  # the optimiser's counters too, or the second step compiles again
+        params, key, opt_state = sharding.replicate((params, key, opt_state), mesh)
 
     def step_fn(state, batch, step):
         params, opt_state, loss = train_step(
@@ -215,7 +215,7 @@ def finetune(
         return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
     result = loop.fit(
-        {"params": params, "opt_state": optimizer.init(params)},
+        {"params": params, "opt_state": opt_state},
         step_fn,
         lambda epoch, start: _batches(data, cfg.seed, bs, steps_per_epoch, mesh, epoch, start),
         _loop_config(cfg, steps_per_epoch),
