@@ -29,25 +29,44 @@ import pytest  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+# Cheaper XLA compiles where the tests check mechanics, not XLA's optimised numerics: the ``rbg``
+# PRNG (XLA:CPU compiles the jitted threefry-based initialisers of ``init_state`` about 3x slower)
+# and ``jax_disable_most_optimizations`` (a third to a half less compile time for a train step).
+# As jax config names (this process) and as the environment variables jax reads at import (the
+# command-line runs a test starts).
+CHEAP_COMPILES = {"jax_default_prng_impl": "rbg", "jax_disable_most_optimizations": True}
+CHEAP_COMPILE_ENV = {k.upper(): str(v).lower() for k, v in CHEAP_COMPILES.items()}
+
+
 @contextlib.contextmanager
 def _cheap_compiles():
-    """Cheaper compiles for tests that build an MDMT Trainer (settings restored afterwards): the
-    ``rbg`` PRNG (XLA:CPU compiles the jitted threefry-based initialisers of ``init_state``
-    about 3x slower) and ``jax_disable_most_optimizations`` (about a third less compile time for
-    a train step). The tests using it compare two computations compiled under the same settings
-    or check mechanics (finite losses, which parameters move, trace counts, shapes, files,
-    resume) that XLA's optimisation passes do not change."""
+    """:data:`CHEAP_COMPILES` in this process (settings restored afterwards), for tests that build
+    an MDMT Trainer: they compare two computations compiled under the same settings or check
+    mechanics (finite losses, which parameters move, trace counts, shapes, files, resume) that
+    XLA's optimisation passes do not change."""
     import jax
 
-    old_impl = jax.config.jax_default_prng_impl
-    old_opt = jax.config.read("jax_disable_most_optimizations")  # a flag: no attribute
-    jax.config.update("jax_default_prng_impl", "rbg")
-    jax.config.update("jax_disable_most_optimizations", True)
+    # a state with a context manager is an attribute; a plain flag only reads
+    old = {k: getattr(jax.config, k) if hasattr(jax.config, k) else jax.config.read(k)
+           for k in CHEAP_COMPILES}  # fmt: skip
     try:
+        for k, v in CHEAP_COMPILES.items():
+            jax.config.update(k, v)
         yield
     finally:
-        jax.config.update("jax_default_prng_impl", old_impl)
-        jax.config.update("jax_disable_most_optimizations", old_opt)
+        for k, v in old.items():
+            jax.config.update(k, v)
+
+
+@pytest.fixture(scope="module")
+def cheap_compile_subprocesses():
+    """:data:`CHEAP_COMPILE_ENV` for the processes a module's tests start (this process keeps its
+    settings: jax read them at import). For kill/resume and multi-process tests, which compare
+    runs that all compile under these settings, bit for bit or to a stated tolerance."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in CHEAP_COMPILE_ENV.items():
+            mp.setenv(k, v)
+        yield
 
 
 @pytest.fixture
@@ -110,7 +129,7 @@ def mergerec_cli_reference(tiny_checkpoint, tmp_path_factory):
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
     workdir = tmp_path_factory.mktemp("mergerec_cli") / "run"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **CHEAP_COMPILE_ENV)  # as the kill tests' runs
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
     out = subprocess.run(
         [sys.executable, "-m", "jaxrec.cli", *argv, "--workdir", str(workdir)],

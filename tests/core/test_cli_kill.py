@@ -17,6 +17,8 @@ import pytest
 import safetensors.numpy
 
 ROOT = Path(__file__).resolve().parents[2]
+# every run here (and the references) compiles cheaply: tests/conftest.py
+pytestmark = pytest.mark.usefixtures("cheap_compile_subprocesses")
 MDMT = [
     "mdmt",
     "train",

@@ -32,6 +32,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# every run here (and the references) compiles cheaply: tests/conftest.py
+pytestmark = pytest.mark.usefixtures("cheap_compile_subprocesses")
 LEARNED = "mergerec_layer_kd1000_s1"  # the learned run the default test kills and resumes
 
 

@@ -60,8 +60,10 @@ def _assert_same(a, b):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives on Linux")
-def test_mdmt_train_two_processes_equals_one(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_mdmt_train_two_processes_equals_one(
+    tmp_path, monkeypatch, trainer_compile, cheap_compile_subprocesses
+):
+    monkeypatch.chdir(ROOT)  # the two processes compile as this one does (tests/conftest.py)
     assert jax.device_count() == 8 and jax.process_count() == 1
     overrides = ["eval_every=2", "checkpoint_every=2", "eval_splits=('val', 'test')"]
     cfg = lambda steps: load_config(CONFIG, [*overrides, f"max_steps={steps}"])
