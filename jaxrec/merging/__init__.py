@@ -25,9 +25,20 @@ References:
 import importlib as _importlib
 import warnings as _warnings
 
-from jaxrec.merging.methods import METHODS, merge, ties_task_vectors
-from jaxrec.merging.registry import describe
-from jaxrec.merging.tree import combine, group_names, layer_groups, stack, task_vector
+# The public names, imported from their submodules on first use (so ``jaxrec merge`` with a
+# numpy-only method never imports jax: jaxrec/lazy.py).
+_PUBLIC = {
+    "METHODS": "methods",
+    "merge": "methods",
+    "ties_task_vectors": "methods",
+    "describe": "registry",
+    "combine": "tree",
+    "group_names": "tree",
+    "layer_groups": "tree",
+    "stack": "tree",
+    "task_vector": "tree",
+}
+_SUBMODULES = ("hf", "methods", "registry", "stream", "topk", "tree")
 
 __all__ = [
     "METHODS",
@@ -54,6 +65,12 @@ _MOVED_TO = {n: mod for mod, names in _MOVED.items() for n in names.split()}
 
 
 def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(_importlib.import_module(f"jaxrec.merging.{_PUBLIC[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"jaxrec.merging.{name}")
     if name in _MOVED_TO:
         mod = f"jaxrec.merging.{_MOVED_TO[name]}"
         _warnings.warn(
@@ -63,3 +80,7 @@ def __getattr__(name: str):
         )
         return getattr(_importlib.import_module(mod), name)
     raise AttributeError(f"module 'jaxrec.merging' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC, *_SUBMODULES})

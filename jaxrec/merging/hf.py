@@ -29,8 +29,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
+
+from jaxrec.lazy import numpy_dtype
 
 __all__ = [
     "CheckpointReader",
@@ -43,20 +44,20 @@ __all__ = [
     "parse_size",
 ]
 
-# safetensors dtype codes <-> numpy dtypes.
-_ST_DTYPES = {
-    "F64": np.dtype(np.float64),
-    "F32": np.dtype(np.float32),
-    "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "I64": np.dtype(np.int64),
-    "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16),
-    "I8": np.dtype(np.int8),
-    "U8": np.dtype(np.uint8),
-    "BOOL": np.dtype(np.bool_),
+# safetensors dtype codes <-> numpy dtype names (bfloat16: ml_dtypes, imported only for it).
+_ST_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
 }
-_ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
+_ST_CODES = {v: k for k, v in _ST_NAMES.items()}
 _WEIGHT_FILE = re.compile(r".*\.(safetensors|bin|pt|pth|h5|msgpack|ckpt)$|.*\.index\.json$")
 # Files copied from the base (config) and the tokenizer source into an output folder.
 CONFIG_FILES = ("config.json", "generation_config.json")
@@ -92,7 +93,7 @@ class TensorInfo:
 
 def is_float(dtype: np.dtype) -> bool:
     """Floating dtypes, bfloat16 included (numpy does not count it as ``np.floating``)."""
-    return np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16) or np.issubdtype(dtype, np.floating)
+    return np.dtype(dtype).name == "bfloat16" or np.issubdtype(dtype, np.floating)
 
 
 def parse_size(value: str | int) -> int:
@@ -142,7 +143,7 @@ class CheckpointReader:
             for name, meta in header.items():
                 if name == "__metadata__" or self._file_of.get(name) != file:
                     continue
-                info = TensorInfo(tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]])
+                info = TensorInfo(tuple(meta["shape"]), numpy_dtype(_ST_NAMES[meta["dtype"]]))
                 start, end = meta["data_offsets"]
                 if end - start != info.nbytes:
                     raise ValueError(f"{file}: tensor {name!r}: {end - start} bytes for {info}")
@@ -184,7 +185,7 @@ class CheckpointReader:
         if str(t.dtype) == "torch.bfloat16":
             import torch
 
-            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            return t.view(torch.int16).numpy().view(numpy_dtype("bfloat16"))
         return t.numpy()
 
     @property
@@ -223,21 +224,9 @@ def _torch_load(file: Path) -> dict:
 
 def _torch_np_dtype(t, file: Path, name: str) -> np.dtype:
     s = str(t.dtype).removeprefix("torch.")
-    table = {
-        "float64": np.float64,
-        "float32": np.float32,
-        "float16": np.float16,
-        "bfloat16": ml_dtypes.bfloat16,
-        "int64": np.int64,
-        "int32": np.int32,
-        "int16": np.int16,
-        "int8": np.int8,
-        "uint8": np.uint8,
-        "bool": np.bool_,
-    }
-    if s not in table:
+    if s not in _ST_CODES:
         raise ValueError(f"{file}: tensor {name!r} has unsupported dtype {s}")
-    return np.dtype(table[s])
+    return numpy_dtype(s)
 
 
 def _index_files(folder: Path, index: Path) -> dict[str, Path]:
@@ -265,7 +254,7 @@ def read_safetensors_header(file: Path) -> tuple[dict, int]:
                 raise ValueError(f"header length {n}")
             header = json.loads(f.read(n))
         for name, meta in header.items():
-            if name != "__metadata__" and meta["dtype"] not in _ST_DTYPES:
+            if name != "__metadata__" and meta["dtype"] not in _ST_NAMES:
                 raise ValueError(f"tensor {name!r} has unsupported dtype {meta['dtype']}")
     except (struct.error, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{file}: not a readable safetensors file: {e}") from e
@@ -321,7 +310,7 @@ def _header_bytes(entries: Sequence[tuple[str, TensorInfo]], metadata: dict | No
     offset = 0
     for name, info in entries:
         header[name] = {
-            "dtype": _ST_CODES[info.dtype],
+            "dtype": _ST_CODES[np.dtype(info.dtype).name],
             "shape": list(info.shape),
             "data_offsets": [offset, offset + info.nbytes],
         }

@@ -42,14 +42,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
-from jaxrec.merging import hf, topk
-from jaxrec.merging.methods import METHODS, merge, merge_fn
-from jaxrec.merging.topk import top_k_masks
+from jaxrec import lazy
+from jaxrec.merging import hf
+
+# imported on first use: linear/task arithmetic on float checkpoints run in numpy alone
+jax = lazy.module("jax")
+jnp = lazy.module("jax.numpy")
+methods = lazy.module("jaxrec.merging.methods")
+topk = lazy.module("jaxrec.merging.topk")
 
 __all__ = [
     "MERGEKIT_METHODS",
@@ -63,7 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_F32 = jnp.float32
+_F32 = np.float32
 
 
 class MergeInputError(ValueError):
@@ -105,14 +107,14 @@ _UNSUPPORTED_TOP = {
     "tokenizer": "tokenizer surgery (use tokenizer_source)",
     "chat_template": "chat templates",
 }
-_DTYPES = {
-    "float32": np.float32,
-    "fp32": np.float32,
-    "float16": np.float16,
-    "fp16": np.float16,
-    "half": np.float16,
-    "bfloat16": ml_dtypes.bfloat16,
-    "bf16": ml_dtypes.bfloat16,
+_DTYPES = {  # names the recipe's dtype may take -> numpy dtype name
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
 }
 # jaxrec methods whose result for a tensor depends only on that tensor (others: whole model).
 _PER_TENSOR = {"weight_average", "task_arithmetic", "consensus", "dare", "dare_ties"}
@@ -219,7 +221,7 @@ def _dtype_name(value: Any, where: str) -> str | None:
     name = str(value).lower()
     if name not in _DTYPES:
         raise ValueError(f"{where}: unsupported dtype {value!r}; known: {sorted(_DTYPES)}")
-    return np.dtype(_DTYPES[name]).name
+    return _DTYPES[name]
 
 
 def recipe_from_mergekit(
@@ -363,7 +365,7 @@ def recipe_from_flags(
     tokenizer_source: str | os.PathLike | None = None,
 ) -> Recipe:
     """The ``--method --base --finetuned --set`` form: a jaxrec method and its hyper-parameters."""
-    METHODS.get(method)  # unknown names fail here, listing the known ones
+    methods.METHODS.get(method)  # unknown names fail here, listing the known ones
     hparams = dict(hparams or {})
     seed = int(hparams.pop("seed", 0))
     if "key" in hparams:
@@ -432,9 +434,9 @@ def _mergekit_tensor(
             keeps = topk.cut_masks(taus, cuts)
         else:
             tau_kn = jnp.stack(taus)
-            keep = top_k_masks([tau_kn], k=k_hi, granularity="tensor")[0]
+            keep = topk.top_k_masks([tau_kn], k=k_hi, granularity="tensor")[0]
             if family.sparsify == "magnitude_outliers":
-                keep = keep & ~top_k_masks([tau_kn], k=k_lo, granularity="tensor")[0]
+                keep = keep & ~topk.top_k_masks([tau_kn], k=k_lo, granularity="tensor")[0]
             keeps = [keep[i] for i in range(len(taus))]
         masked = [jnp.where(m, t, 0.0) for m, t in zip(keeps, taus)]
         if rescale:  # to the L1 norm before the mask (mergekit's RescaleNorm.l1)
@@ -483,7 +485,7 @@ def clear_kernel_cache() -> None:
 
 def _needs_key(method: str) -> bool:
     """Whether a jaxrec method draws random numbers (takes ``key``)."""
-    return bool(getattr(METHODS.get(method), "needs_key", method in ("dare", "dare_ties")))
+    return bool(getattr(methods.METHODS.get(method), "needs_key", method in ("dare", "dare_ties")))
 
 
 SMALL_TENSOR = 1 << 16  # tensors below this many entries share power-of-two buckets
@@ -521,20 +523,30 @@ def _is_per_tensor(recipe: Recipe) -> bool:
 
 def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.ndarray, list], Any]:
     """``(index, name, base, finetuned_list) -> merged`` for a per-tensor recipe."""
-    root_key = jax.random.key(recipe.seed)
     if recipe.engine == "jaxrec":
+        root_key = jax.random.key(recipe.seed)
         hp = dict(recipe.params)
         random = _needs_key(recipe.method)
 
         def run_jaxrec(i, name, base, fts):
             extra = {"key": jax.random.fold_in(root_key, i)} if random else {}
             flat = {"t": base.reshape(-1)}
-            out = merge_fn(recipe.method, **hp, **extra)(flat, [{"t": f.reshape(-1)} for f in fts])
+            fn = methods.merge_fn(recipe.method, **hp, **extra)
+            out = fn(flat, [{"t": f.reshape(-1)} for f in fts])
             return np.asarray(out["t"]).astype(out_dtype).reshape(base.shape)
 
         return run_jaxrec
     family = MERGEKIT_METHODS[recipe.method]
     p = recipe.params
+    if family is None or (family.sparsify is None and not family.consensus):
+        ws = [np.float32(m.params["weight"]) for m in recipe.models]
+        lam_f = np.float32(p.get("lambda", 1.0))
+        linear = functools.partial(
+            _linear_numpy, ws=ws, lam=lam_f, normalize=bool(p["normalize"]), plain=family is None
+        )
+        return lambda i, name, base, fts: linear(base, fts).astype(out_dtype, copy=False)
+
+    root_key = jax.random.key(recipe.seed)  # the jitted kernels: sparsified or consensus
     kernel = _mergekit_jitted(
         family, bool(p["normalize"]), bool(p.get("rescale", False)), np.dtype(out_dtype).name
     )
@@ -543,7 +555,7 @@ def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.nd
     gammas = [m.params.get("gamma", 0.0) for m in recipe.models]
     density_k = jnp.asarray(dens, _F32)
     lam = jnp.asarray(p.get("lambda", 1.0), _F32)
-    sparsify = family.sparsify if family is not None else None
+    sparsify = family.sparsify
 
     def counts(n: int) -> tuple[np.ndarray, np.ndarray]:
         hi, lo = [], []
@@ -560,14 +572,6 @@ def _tensor_fn(recipe: Recipe, out_dtype: np.dtype) -> Callable[[int, str, np.nd
                 hi.append(n - n_bot)
                 lo.append(n - n_bot - target)
         return np.asarray(hi, np.int32)[:, None], np.asarray(lo, np.int32)[:, None]
-
-    if family is None or (family.sparsify is None and not family.consensus):
-        ws = [np.float32(m.params["weight"]) for m in recipe.models]
-        lam_f = np.float32(p.get("lambda", 1.0))
-        linear = functools.partial(
-            _linear_numpy, ws=ws, lam=lam_f, normalize=bool(p["normalize"]), plain=family is None
-        )
-        return lambda i, name, base, fts: linear(base, fts).astype(out_dtype, copy=False)
 
     host_cuts = sparsify == "magnitude" and topk.host_select_available()
 
@@ -749,7 +753,7 @@ def _merge_open(recipe, readers, labels, out, max_shard_bytes, single_file, reci
     out_dtype = {n: ref.info(n).dtype for n in names}
     if recipe.dtype:
         for n in floats:
-            out_dtype[n] = np.dtype(_DTYPES[recipe.dtype])
+            out_dtype[n] = lazy.numpy_dtype(_DTYPES[recipe.dtype])
     plan = [(n, hf.TensorInfo(ref.info(n).shape, out_dtype[n])) for n in names]
     metadata = {"format": "pt"}
     writer = hf.ShardedWriter(
@@ -838,7 +842,7 @@ def _stream_per_tensor(recipe, ref, merged_readers, names, floats, out_dtype, wr
 def _method_defaults(method: str) -> dict[str, Any]:
     import inspect
 
-    entry = METHODS.get(method)
+    entry = methods.METHODS.get(method)
     if hasattr(entry, "defaults"):
         return dict(entry.defaults())
     sig = inspect.signature(entry)
@@ -952,7 +956,7 @@ def _merge_whole(recipe, ref, merged_readers, floats) -> dict[str, Any]:
     hp = dict(recipe.params)
     if _needs_key(recipe.method):
         hp["key"] = jax.random.key(recipe.seed)
-    return merge(recipe.method, base, fts, **hp)
+    return methods.merge(recipe.method, base, fts, **hp)
 
 
 def describe_methods() -> list[str]:
@@ -960,8 +964,8 @@ def describe_methods() -> list[str]:
     import inspect
 
     lines = ["jaxrec methods (--method NAME --set key=value; per tensor when marked *):"]
-    for name in METHODS.names():
-        entry = METHODS.get(name)
+    for name in methods.METHODS.names():
+        entry = methods.METHODS.get(name)
         if hasattr(entry, "hparams"):  # registry entries with hyper-parameter metadata
             params = [f"{h.name}={h.default!r}" for h in entry.hparams]
         else:
