@@ -2,8 +2,8 @@
 access imports the module (later ones cost a dictionary lookup).
 
 For command-line paths that may never need a heavy dependency: ``jaxrec merge`` with mergekit's
-linear or task arithmetic on float checkpoints is numpy only, and ``import jax`` (with
-``ml_dtypes``, which it imports) takes 1.8 s of a 4 s merge of a BERT-base model on 2 CPU cores.
+linear or task arithmetic on float checkpoints is numpy only, and importing jax (with
+``ml_dtypes``, which it imports) would dominate its start-up (``benchmarks/bench_merge_cli.py``).
 """
 
 from __future__ import annotations

@@ -509,7 +509,7 @@ def test_global_ties_two_pass_equals_in_memory_with_threshold_ties(tmp_path, den
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
 def test_numpy_methods_run_without_importing_jax(tiny_bert, tmp_path, method):
     """mergekit's linear and task arithmetic on float checkpoints are numpy only: a fresh
-    ``jaxrec merge`` imports neither jax nor ml_dtypes (1.8 s of a 4 s BERT-base merge), and
+    ``jaxrec merge`` imports neither jax nor ml_dtypes (most of its start-up otherwise), and
     its output is the reference merge."""
     import subprocess
     import sys
