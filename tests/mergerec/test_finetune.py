@@ -67,8 +67,11 @@ def test_finetune_improves_is_cached_and_resumes_identically(setup, tmp_path, mo
     bb, dom = setup
     monkeypatch.setattr(ft, "make_train_step", memoised_make_train_step())
     full = ft.finetune(bb, [dom], CFG, tmp_path / "full")
-    before = ft.evaluate(bb, bb.params, dom, "val")["ndcg@10"]
-    after = ft.evaluate(bb, full, dom, "val")["ndcg@10"]
+    # NDCG@10 pooled over the val and test users (192): one split of 96 users is too noisy for a
+    # fixed margin (val alone gained +0.016 on one CPU, +0.068 with another data seed; pooled,
+    # +0.032 to +0.048 over data seeds 3-5); an untrained run gains nothing
+    ndcg = lambda p: np.mean([ft.evaluate(bb, p, dom, s)["ndcg@10"] for s in ("val", "test")])
+    before, after = ndcg(bb.params), ndcg(full)
     assert after > before + 0.02, (before, after)
     assert (tmp_path / "full" / "done.json").exists()
     again = ft.finetune(bb, [dom], CFG, tmp_path / "full")  # finished: loaded, not retrained

@@ -67,9 +67,12 @@ def test_shapes_jit_no_jit_and_own_domain_outputs(name):
     assert out["logits"].shape == (B, 2) and np.isfinite(np.asarray(out["logits"])).all()
     assert {k: v.shape for k, v in out["features"].items()} == {"bottom": (B, BOTTOM[name])}
     assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
-    # no jit: the same module run eagerly gives the same outputs and running statistics
+    # no jit: the same module run eagerly gives the same outputs and running statistics. The
+    # fused program and the op-by-op run round differently (FMA contraction, vector width): up to
+    # 2.3e-5 on an AVX-512 CPU for HAMUR, whose hyper-network generates the weights it multiplies
+    # and whose train-mode BatchNorm divides by the std of 9 rows; a wrong mechanism is O(0.1)
     model = nnx.merge(graphdef, params, stats, copy=True)
-    leaves_close(model(batch, train=True), out, rtol=1e-5, atol=1e-5)
+    leaves_close(model(batch, train=True), out, rtol=5e-5, atol=5e-5)
     leaves_close(nnx.state(model, nnx.BatchStat), new_stats, rtol=1e-5, atol=1e-6)
     # logits come from each sample's own domain: another domain gives other logits
     other, _ = forward(params, stats, dict(batch, domain=(batch["domain"] + 1) % 3), True)
