@@ -630,7 +630,7 @@ class Experiment:
         TIES with the disjoint mean folded in); built once per source."""
         stacks = self.__dict__.setdefault("_stacks", {})
         if source not in stacks:
-            tvs = [merging.task_vector(m, base) for m in models]
+            tvs = [merging.task_vector(base, m) for m in models]
             if source == "ties":
                 ties_kw = parse_hparams(self.cfg.merge_hparams).get("ties", {})
                 stacks[source] = merging.ties_task_vectors(

@@ -2,7 +2,7 @@
 
 Public API (the contract other code relies on)::
 
-    merging.task_vector(finetuned, base)               # finetuned - base, leafwise
+    merging.task_vector(base, finetuned)               # finetuned - base, leafwise
     merging.merge(method, base, finetuned, **hparams)  # registered method, validated + jitted
     merging.METHODS                                    # registry: names -> MergeMethod entries
     merging.describe()                                 # methods, hyper-parameters, papers

@@ -92,8 +92,9 @@ def check_finite(tree: PyTree, name: str = "tree") -> None:
         raise ValueError(f"{name} has NaN/inf values at: {bad[:10]}")
 
 
-def task_vector(finetuned: PyTree, base: PyTree) -> PyTree:
-    """``finetuned - base`` leafwise (float32 math, input dtype).
+def task_vector(base: PyTree, finetuned: PyTree) -> PyTree:
+    """``finetuned - base`` leafwise (float32 math, input dtype). Base first, as in ``merge`` and
+    ``combine``.
 
     References:
         Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023.

@@ -18,7 +18,7 @@ K, N = 3, 11
 def problem():
     base = toy_params(0)
     finetuned = [toy_params(s) for s in (1, 2, 3)]
-    tvs = merging.stack([merging.task_vector(f, base) for f in finetuned])
+    tvs = merging.stack([merging.task_vector(base, f) for f in finetuned])
     r = np.random.default_rng(9)
     tokens = r.integers(0, V, size=(K, N, 4)).astype(np.int32)
     teacher = jnp.stack([encode(f, {"input_ids": tokens[k]}) for k, f in enumerate(finetuned)])

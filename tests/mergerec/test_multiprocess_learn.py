@@ -43,7 +43,7 @@ def _problem():
     from jaxrec.mergerec import learn
 
     base, tuned = toy_params(0), [toy_params(s) for s in (1, 2, 3)]
-    tvs = merging.stack([merging.task_vector(f, base) for f in tuned])
+    tvs = merging.stack([merging.task_vector(base, f) for f in tuned])
     tokens = np.random.default_rng(9).integers(0, V, size=(K, N, L)).astype(np.int32)
     teacher = jnp.stack([encode(f, {"input_ids": tokens[k]}) for k, f in enumerate(tuned)])
     cfg = learn.LearnConfig(lr=5e-2, steps=STEPS, batch_size=8, log_every=1)

@@ -100,7 +100,7 @@ def test_pipeline_end_to_end_and_export(tiny_checkpoint, mergerec_cli_reference,
         for d in exp.merged_names
     ]
     tvs = merging.ties_task_vectors(
-        [merging.task_vector(m, exp.backbone.params) for m in models], density=0.2
+        [merging.task_vector(exp.backbone.params, m) for m in models], density=0.2
     )
     want = merging.combine(
         exp.backbone.params, tvs, {g: final[i] for i, g in enumerate(names)}, groups

@@ -99,7 +99,7 @@ def test_ties(models, granularity):
 
 def test_folded_ties_vectors_sum_to_ties(models):
     base, fts = models
-    tvs = [merging.task_vector(f, base) for f in fts]
+    tvs = [merging.task_vector(base, f) for f in fts]
     fold = jax.jit(lambda t: merging.ties_task_vectors(t, density=0.3))
     folded = fold(merging.stack(tvs))
     assert jax.tree.leaves(folded)[0].shape[0] == K
@@ -110,7 +110,7 @@ def test_folded_ties_vectors_sum_to_ties(models):
 
 def test_folded_ties_vectors_in_bfloat16(models):
     base, fts = models
-    tvs = merging.stack([merging.task_vector(f, base) for f in fts])
+    tvs = merging.stack([merging.task_vector(base, f) for f in fts])
     fold = lambda t: (
         merging.ties_task_vectors(t, density=0.3),
         merging.ties_task_vectors(t, density=0.3, dtype=jnp.bfloat16),
@@ -159,7 +159,7 @@ def test_dare_seed_defaults_to_zero_and_rejects_both(models):
     with pytest.raises(ValueError, match="'dare'.*seed or key"):
         merging.merge("dare", base, fts, seed=1, key=jax.random.key(1))
     with pytest.raises(ValueError, match="needs key"):  # the plain function still needs one
-        methods.dare(base, merging.stack([merging.task_vector(f, base) for f in fts]))
+        methods.dare(base, merging.stack([merging.task_vector(base, f) for f in fts]))
 
 
 def test_breadcrumbs(models):
@@ -220,8 +220,8 @@ def test_one_task_scale_one_returns_finetuned(seed):
 def test_task_arithmetic_is_linear(seed, a, s):
     base, fts = make_models(seed)
     _, fts2 = make_models(seed + 1)
-    t1 = merging.stack([merging.task_vector(f, base) for f in fts])
-    t2 = merging.stack([merging.task_vector(f, base) for f in fts2])
+    t1 = merging.stack([merging.task_vector(base, f) for f in fts])
+    t2 = merging.stack([merging.task_vector(base, f) for f in fts2])
     zero = jax.tree.map(jnp.zeros_like, base)
     ta = lambda t: methods.task_arithmetic(zero, t, scale=s)
     lhs = ta(jax.tree.map(lambda x, y: a * x + y, t1, t2))
@@ -267,7 +267,7 @@ def test_bfloat16_inputs_keep_dtype(models):
 
 def test_jit_matches_eager(models):
     base, fts = models
-    tvs = merging.stack([merging.task_vector(f, base) for f in fts])
+    tvs = merging.stack([merging.task_vector(base, f) for f in fts])
     for method in ("task_arithmetic", "consensus", "weight_average"):
         fn = merging.METHODS.get(method)
         _close(jax.jit(fn)(base, tvs), jax.tree.map(np.asarray, fn(base, tvs)))

@@ -17,7 +17,7 @@ def sharded():
         pytest.skip("needs 8 (fake) devices")
     mesh = Mesh(np.array(jax.devices()[:8]), ("model",))
     base, fts = make_models(seed=7)
-    tvs = merging.stack([merging.task_vector(f, base) for f in fts])
+    tvs = merging.stack([merging.task_vector(base, f) for f in fts])
     put = lambda t, spec: jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, spec)), t)
     return base, tvs, put(base, P("model")), put(tvs, P(None, "model"))
 

@@ -18,13 +18,13 @@ def models():
 
 def test_task_vector_and_stack(models):
     base, fts = models
-    tv = merging.task_vector(fts[0], base)
+    tv = merging.task_vector(base, fts[0])
     np.testing.assert_allclose(tv["emb"], fts[0]["emb"] - base["emb"], rtol=0, atol=0)
-    st = merging.stack([merging.task_vector(f, base) for f in fts])
+    st = merging.stack([merging.task_vector(base, f) for f in fts])
     assert st["encoder"]["layers"][0]["w"].shape == (K, 8, 5)
     back = tree.unstack(st)
     assert len(back) == K
-    np.testing.assert_array_equal(back[1]["emb"], merging.task_vector(fts[1], base)["emb"])
+    np.testing.assert_array_equal(back[1]["emb"], merging.task_vector(base, fts[1])["emb"])
 
 
 def test_layer_groups_nested_dict_and_tensor(models):
@@ -85,7 +85,7 @@ def test_layer_groups_nnx_state_and_combine():
 
 def test_combine_domain_and_layer_wise(models):
     base, fts = models
-    tvs = [merging.task_vector(f, base) for f in fts]
+    tvs = [merging.task_vector(base, f) for f in fts]
     c = jnp.asarray([0.3, -0.2, 0.9])
     got = merging.combine(base, tvs, c)
     exp = base["emb"] + sum(float(c[i]) * np.asarray(tvs[i]["emb"]) for i in range(K))
@@ -120,7 +120,7 @@ def _combine_ref(base, tvs, coef_of_leaf):
 @pytest.mark.parametrize("stack_dtype", [None, jnp.bfloat16])
 def test_combine_matches_numpy(models, jit, stack_dtype):
     base, fts = models
-    tvs = [merging.task_vector(f, base) for f in fts]
+    tvs = [merging.task_vector(base, f) for f in fts]
     st = merging.stack(tvs, dtype=stack_dtype)
     if stack_dtype is not None:
         assert all(x.dtype == stack_dtype for x in jax.tree.leaves(st))
@@ -160,7 +160,7 @@ def test_combine_program_does_not_grow_with_k():
 
 def test_combine_is_differentiable(models):
     base, fts = models
-    st = merging.stack([merging.task_vector(f, base) for f in fts])
+    st = merging.stack([merging.task_vector(base, f) for f in fts])
     loss = lambda c: sum(jnp.sum(x**2) for x in jax.tree.leaves(merging.combine(base, st, c)))
     c = jnp.asarray([0.1, 0.2, 0.3])
     g = jax.jit(jax.grad(loss))(c)
@@ -177,7 +177,7 @@ def test_combine_is_differentiable(models):
 
 def test_combine_errors(models):
     base, fts = models
-    tvs = [merging.task_vector(f, base) for f in fts]
+    tvs = [merging.task_vector(base, f) for f in fts]
     with pytest.raises(ValueError, match=r"expected \(3,\)"):
         merging.combine(base, tvs, jnp.ones(2))
     with pytest.raises(ValueError, match="missing groups.*layer_1"):
