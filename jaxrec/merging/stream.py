@@ -411,19 +411,17 @@ def _mergekit_tensor(
     key,
     cuts=None,
     *,
-    family: _Family | None,
+    family: _Family,
     normalize: bool,
     rescale: bool,
     out_dtype: str,
 ):
-    """One flat tensor, mergekit semantics (see the module docstring). Traced per length."""
+    """One flat tensor, mergekit semantics (see the module docstring). Traced per length.
+
+    Task-vector methods only: mergekit's plain linear merge (and task arithmetic without a
+    sparsifier or consensus) runs in numpy (``_linear_numpy``)."""
     xs = [f.astype(_F32) for f in fts]
     ws = [weight_k[i] for i in range(len(xs))]
-    if family is None:  # linear
-        mixed = _ksum([w * x for w, x in zip(ws, xs)])
-        if normalize:
-            mixed = mixed / _ksum(ws)
-        return mixed.astype(out_dtype)
     b = base.astype(_F32)
     taus = [x - b for x in xs]
     if family.sparsify is not None:
@@ -598,8 +596,8 @@ _NP_CHUNK = 1 << 16  # entries per in-cache step of the numpy linear kernel
 def _linear_numpy(base, fts, *, ws, lam, normalize: bool, plain: bool) -> np.ndarray:
     """mergekit's linear (``plain``) or task arithmetic on one tensor, in numpy (float32).
 
-    The same float32 operations, in the same order, as ``_mergekit_tensor`` (up to XLA's
-    fused multiply-adds: 1-ulp differences), run chunk by chunk in cache with reused buffers:
+    For task arithmetic the same float32 operations, in the same order, as ``_mergekit_tensor``
+    (up to XLA's fused multiply-adds: 1-ulp differences), run chunk by chunk in cache with reused buffers:
     on CPU this costs less than handing the inputs to XLA, which copies every numpy input.
     """
     shape = base.shape
