@@ -597,8 +597,9 @@ def _linear_numpy(base, fts, *, ws, lam, normalize: bool, plain: bool) -> np.nda
     """mergekit's linear (``plain``) or task arithmetic on one tensor, in numpy (float32).
 
     For task arithmetic the same float32 operations, in the same order, as ``_mergekit_tensor``
-    (up to XLA's fused multiply-adds: 1-ulp differences), run chunk by chunk in cache with reused buffers:
-    on CPU this costs less than handing the inputs to XLA, which copies every numpy input.
+    (up to XLA's fused multiply-adds: 1-ulp differences), run chunk by chunk in cache with
+    reused buffers: on CPU this costs less than handing the inputs to XLA, which copies every
+    numpy input.
     """
     shape = base.shape
     b_flat = base.reshape(-1)

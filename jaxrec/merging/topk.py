@@ -421,7 +421,7 @@ def host_difference_cuts(
 _BAND_MIN = 1 << 20  # rows with at least this many entries take ``_select_banded``
 _BAND_SAMPLE = 1 << 16  # keys drawn per row to bracket its k-th largest
 _BAND_Z = 5.0  # bracket half-width, in standard deviations of the sample rank
-_BAND_CHUNK = 1 << 19  # entries per step of the band pass (2 MB of keys: fewer, longer GIL-free calls)
+_BAND_CHUNK = 1 << 19  # entries per band-pass step (fewer, longer GIL-free numpy calls)
 _BAND_SEED = 0
 _ABS_BITS = np.uint32(0x7FFFFFFF)
 
