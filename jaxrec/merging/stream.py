@@ -482,8 +482,8 @@ def clear_kernel_cache() -> None:
 
 
 def _needs_key(method: str) -> bool:
-    """Whether a jaxrec method draws random numbers (takes ``key``)."""
-    return bool(getattr(methods.METHODS.get(method), "needs_key", method in ("dare", "dare_ties")))
+    """Whether a jaxrec method draws random numbers (takes ``key``): its registry entry says."""
+    return methods.METHODS.get(method).needs_key
 
 
 SMALL_TENSOR = 1 << 16  # tensors below this many entries share power-of-two buckets
@@ -839,13 +839,7 @@ def _stream_per_tensor(recipe, ref, merged_readers, names, floats, out_dtype, wr
 
 
 def _method_defaults(method: str) -> dict[str, Any]:
-    import inspect
-
-    entry = methods.METHODS.get(method)
-    if hasattr(entry, "defaults"):
-        return dict(entry.defaults())
-    sig = inspect.signature(entry)
-    return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+    return methods.METHODS.get(method).defaults()
 
 
 def _abs_key(x: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -960,21 +954,11 @@ def _merge_whole(recipe, ref, merged_readers, floats) -> dict[str, Any]:
 
 def describe_methods() -> list[str]:
     """One line per method with its hyper-parameters and defaults (``jaxrec merge --list``)."""
-    import inspect
-
     lines = ["jaxrec methods (--method NAME --set key=value; per tensor when marked *):"]
     for name in methods.METHODS.names():
         entry = methods.METHODS.get(name)
-        if hasattr(entry, "hparams"):  # registry entries with hyper-parameter metadata
-            params = [f"{h.name}={h.default!r}" for h in entry.hparams]
-        else:
-            sig = inspect.signature(entry)
-            params = [
-                f"{p.name}={p.default!r}"
-                for p in sig.parameters.values()
-                if p.kind is p.KEYWORD_ONLY and p.name != "key"
-            ]
-        if _needs_key(name) and not any(p.startswith("seed=") for p in params):
+        params = [f"{h.name}={h.default!r}" for h in entry.hparams]
+        if entry.needs_key and not any(p.startswith("seed=") for p in params):
             params.append("seed=0")
         star = "*" if _is_per_tensor(Recipe("jaxrec", name, None, ())) else " "
         lines.append(f"  {star} {name}({', '.join(params)})")
