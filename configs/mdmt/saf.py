@@ -30,6 +30,7 @@ TOKENS = {
     "no_eg": Token(False, "ablation: no expert gating (uniform average of experts)"),
     "no_sl_fg": Token(False, "ablation: no stable learning and no domain scaling gate"),
     "no_all": Token(False, "ablation: no stable learning, no domain gate, no expert gate"),
+    "amortized": Token(False, "stable learning by StableConfig.amortized() (a weighting function)"),
     "nx": Token(3, "random Fourier features per dimension (n_x)"),
     "alpha": Token(0.8, "memory momentum of the global sample weights"),
     "industrial": Token(False, "alpha = 0.9 (the paper's industrial setting)"),
@@ -60,7 +61,7 @@ def get_config(arg=None):
     model = SAFConfig(
         num_experts=a.k, domain_gate="fg" not in removed, expert_gate="eg" not in removed
     )
-    stable = StableConfig(
+    stable = (StableConfig.amortized if a.amortized else StableConfig)(
         enabled="sl" not in removed,
         num_rff=a.nx,
         memory_momentum=0.9 if a.industrial else a.alpha,

@@ -47,6 +47,7 @@ ABLATIONS = {  # label -> configs/mdmt/saf.py token
     "w/o SL+FG": "no_sl_fg",
     "w/o all": "no_all",
 }
+OTHER_SAF = {"SAF (amortized)": "amortized"}  # rows added only by name: ablations=amortized
 
 
 def label_of(name: str) -> str:
@@ -71,8 +72,9 @@ TOKENS = {
     "models": Token((), "a subset of rows by registry name or label (e.g. mmoe+SAF)"),
     "ablations": Token(
         (),
-        "add SAF's ablations (paper Table 3), all or a subset (e.g. no_sl+no_fg)",
-        choices=tuple(ABLATIONS.values()),
+        "add SAF's ablations (paper Table 3), all or a subset (e.g. no_sl+no_fg); amortized "
+        "adds SAF with StableConfig.amortized() weights",
+        choices=(*ABLATIONS.values(), *OTHER_SAF.values()),
         bare=tuple(ABLATIONS.values()),
     ),
 }
@@ -114,7 +116,7 @@ def get_config(arg=None):
     for name in names:
         file, first = ("saf.py", []) if name == "saf" else ("baseline.py", [name])
         runs[label_of(name)] = load(file, first + scale + data_tokens)
-    for label, token in ABLATIONS.items():
+    for label, token in (ABLATIONS | OTHER_SAF).items():
         if token in ablations:
             runs[label] = load("saf.py", [*scale, *data_tokens, token])
     if a.fulldata:
@@ -125,7 +127,9 @@ def get_config(arg=None):
             runs[label] = dataclasses.replace(cfg, data="aliccp", data_kwargs={"path": a.dir})
     if not runs:
         raise ValueError("configs/mdmt/table1.py: no rows selected")
-    splits = ("test", "test_ood") if data is None else ("test",)
+    # aliccp: val too (for the shift benchmark of jaxrec.data.mdmt.shift, val is in-distribution
+    # and test out-of-distribution)
+    splits = {None: ("test", "test_ood"), "ml1m": ("test",), "aliccp": ("val", "test")}[data]
     dataset = {None: "synthetic", "ml1m": "MovieLens-1M", "aliccp": "Ali-CCP sample"}[data]
     return CompareConfig(
         name=f"Table 1 ({dataset}{', tiny' if scale else ''})",

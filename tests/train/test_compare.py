@@ -219,7 +219,11 @@ def test_table1_config():
     assert list(abl.runs) == ["MMoE", "SAF", "w/o SL", "w/o FG", "w/o EG", "w/o SL+FG", "w/o all"]
     assert not abl.runs["w/o all"].model_config.expert_gate and abl.seeds == (0, 1)
     assert abl.runs["MMoE"].data == "aliccp" and abl.runs["MMoE"].data_kwargs == {"path": "x/y"}
-    assert abl.splits == ("test",)
+    assert abl.splits == ("val", "test")  # val: in-distribution on the shift benchmark
+    amo = load_config("configs/mdmt/table1.py:tiny,models=saf,ablations=no_sl+amortized")
+    assert list(amo.runs) == ["SAF", "w/o SL", "SAF (amortized)"]
+    assert amo.runs["SAF (amortized)"].stable == StableConfig.amortized(inner_steps=5)
+    assert amo.runs["SAF"].stable.weighting == "per_batch"
     some = load_config("configs/mdmt/table1.py:tiny,ml1m,models=saf,ablations=no_sl+no_fg")
     assert list(some.runs) == ["SAF", "w/o SL", "w/o FG"]
     assert {c.data for c in some.runs.values()} == {"movielens_1m"}
