@@ -275,7 +275,8 @@ def save_params(path: str | os.PathLike, params: Any) -> Path:
     the previous file there.
     """
     path = Path(path)
-    flat = {k: np.ascontiguousarray(np.asarray(v)) for k, v in _to_storable(params).items()}
+    # np.asarray(order="C"), not np.ascontiguousarray: that one turns a 0-d leaf into shape (1,)
+    flat = {k: np.asarray(v, order="C") for k, v in _to_storable(params).items()}
     with atomic_path(path) as tmp:
         safetensors.numpy.save_file(flat, str(tmp))
     return path

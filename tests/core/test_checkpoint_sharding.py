@@ -74,6 +74,17 @@ def test_params_file_roundtrip_and_errors(tmp_path):
         checkpoint.load_params(path, target={"emb": {"embedding": jnp.zeros((7, 3))}})
     with pytest.raises(checkpoint.CheckpointError, match="no params file"):
         checkpoint.load_params(tmp_path / "nothing.safetensors")
+    # scalar leaves (e.g. M3oE's balance logits) keep their shape (), jax or numpy, and a
+    # non-contiguous leaf is stored by value
+    odd = {
+        "s": jnp.float32(1.5),
+        "n": np.float32(-2.0),
+        "t": np.arange(6, dtype=np.float32).reshape(2, 3).T,
+    }
+    path = checkpoint.save_params(tmp_path / "odd.safetensors", odd)
+    back = checkpoint.load_params(path, target=odd)
+    assert back["s"].shape == () and back["n"].shape == () and float(back["n"]) == -2.0
+    np.testing.assert_array_equal(back["t"], odd["t"])
 
 
 def test_mesh_and_batch_sharding_on_fake_devices():
