@@ -131,9 +131,14 @@ def get_config(arg=None):
     # and test out-of-distribution)
     splits = {None: ("test", "test_ood"), "ml1m": ("test",), "aliccp": ("val", "test")}[data]
     dataset = {None: "synthetic", "ml1m": "MovieLens-1M", "aliccp": "Ali-CCP sample"}[data]
+    # stable learning's own effect: each SAF row against its w/o SL ablation, seeds paired
+    contrasts = tuple(
+        (label, "w/o SL") for label in ("SAF", *OTHER_SAF) if label in runs and "w/o SL" in runs
+    )
     return CompareConfig(
         name=f"Table 1 ({dataset}{', tiny' if scale else ''})",
         runs=runs,
+        contrasts=contrasts,
         seeds=tuple(range(a.seeds)),
         splits=splits,
         reference="SAF" if "SAF" in runs else None,

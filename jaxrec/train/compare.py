@@ -76,6 +76,7 @@ class CompareConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # seeds of every run
     splits: tuple[str, ...] = ("test", "test_ood")  # one table per split
     reference: str | None = "SAF"  # label tested against the best other model; None = no test
+    contrasts: tuple[tuple[str, str], ...] = ()  # (a, b) label pairs tested on mean AUC too
     run_overrides: tuple[str, ...] = ()  # "key=value" overrides applied to every run's config
     progress: bool = True  # tqdm bar over the runs
 
@@ -99,6 +100,10 @@ class CompareConfig:
             raise ValueError(
                 f"reference={self.reference!r} is not a run label; labels: {list(self.runs)}"
             )
+        object.__setattr__(self, "contrasts", tuple((str(a), str(b)) for a, b in self.contrasts))
+        unknown = sorted({x for pair in self.contrasts for x in pair} - set(self.runs))
+        if unknown:
+            raise ValueError(f"contrasts name {unknown}, not run labels: {list(self.runs)}")
         slugs: dict[str, str] = {}
         for label in self.runs:
             s = slug(label)
@@ -221,7 +226,7 @@ def _run(cfg: CompareConfig, workdir: Path) -> dict[str, Any]:
         if all(m is None for ms in per_run.values() for m in ms):
             log.warning("no run has split %r (data set without it?): no table", split)
             continue
-        table = split_table(per_run, cfg.seeds, reference=cfg.reference)
+        table = split_table(per_run, cfg.seeds, reference=cfg.reference, contrasts=cfg.contrasts)
         summary["tables"][split] = table
         title = f"{cfg.name}: {split}"
         atomic_write(workdir / f"table1_{split}.md", to_markdown(table, title))
@@ -314,13 +319,18 @@ def split_table(
     seeds: Sequence[int],
     *,
     reference: str | None = None,
+    contrasts: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """The table of one split from each run's per-seed split metrics (``metrics.json``'s
     ``splits[split]``, None where missing; lists aligned with ``seeds``).
 
+    ``reference`` is tested against the best other row, each ``(a, b)`` of ``contrasts`` a
+    against b (both on mean AUC, seeds paired; :func:`significance`).
+
     Returns:
       ``{"columns": [{"key", "title", "better"}], "rows": {label: {key: {"mean", "std", "n",
-      "values"}}}, "rank": {key: {label: 1 | 2}}, "significance": {...} | None}``.
+      "values"}}}, "rank": {key: {label: 1 | 2}}, "significance": {...} | None,
+      "contrasts": [{"reference", "other", "n", "mean_diff", ...}]}``.
     """
     present = [m for ms in per_run.values() for m in ms if m is not None]
     columns = _columns(present)
@@ -352,24 +362,40 @@ def split_table(
         }
         sig = {"reference": reference, "other": None}
         if others:
-            best = max(others, key=others.get)
-            ra, rb = rows[reference]["mean_auc"]["values"], rows[best]["mean_auc"]["values"]
-            pairs = [
-                (a, b)
-                for a, b in zip(ra, rb)
-                if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
-            ]
-            sig.update(
-                other=best,
-                **significance([a for a, _ in pairs], [b for _, b in pairs]),
-            )
+            sig = _contrast(rows, reference, max(others, key=others.get))
     return {
         "seeds": list(seeds),
         "columns": columns,
         "rows": rows,
         "rank": rank,
         "significance": sig,
+        "contrasts": [_contrast(rows, a, b) for a, b in contrasts if a in rows and b in rows],
     }
+
+
+def _contrast(rows: dict, a: str, b: str) -> dict[str, Any]:
+    """:func:`significance` of row ``a`` vs row ``b`` on mean AUC over the seeds both have."""
+    ra, rb = rows[a]["mean_auc"]["values"], rows[b]["mean_auc"]["values"]
+    pairs = [
+        (x, y)
+        for x, y in zip(ra, rb)
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+    ]
+    return {
+        "reference": a,
+        "other": b,
+        **significance([x for x, _ in pairs], [y for _, y in pairs]),
+    }
+
+
+def _test_line(sig: dict[str, Any], versus: str) -> str:
+    return (
+        f"Significance on mean AUC, {sig['reference']} vs {versus}{sig['other']} (difference "
+        f"{sig['mean_diff']:+.4f}, {sig['n']} paired seeds): paired t-test "
+        f"(scipy.stats.ttest_rel) t = {sig['paired_t']:.3f}, p = {_p(sig['paired_p'])}; Welch's "
+        f"t-test (scipy.stats.ttest_ind, equal_var=False) t = {sig['welch_t']:.3f}, "
+        f"p = {_p(sig['welch_p'])}; two-sided." + (" (needs >= 2 seeds)" if sig["n"] < 2 else "")
+    )
 
 
 def _cell(entry: dict, rank: int | None) -> str:
@@ -410,14 +436,8 @@ def to_markdown(table: dict[str, Any], title: str = "") -> str:
     elif sig.get("other") is None:
         lines.append(f"Significance: no model besides {sig['reference']} to test against.")
     else:
-        lines.append(
-            f"Significance on mean AUC, {sig['reference']} vs the best other model "
-            f"{sig['other']} (difference {sig['mean_diff']:+.4f}, {sig['n']} paired seeds): "
-            f"paired t-test (scipy.stats.ttest_rel) t = {sig['paired_t']:.3f}, "
-            f"p = {_p(sig['paired_p'])}; Welch's t-test (scipy.stats.ttest_ind, "
-            f"equal_var=False) t = {sig['welch_t']:.3f}, p = {_p(sig['welch_p'])}; two-sided."
-            + (" (needs >= 2 seeds)" if sig["n"] < 2 else "")
-        )
+        lines.append(_test_line(sig, "the best other model "))
+    lines += [_test_line(c, "") for c in table.get("contrasts", ())]
     return "\n".join(lines) + "\n"
 
 
@@ -438,6 +458,12 @@ def overview_markdown(tables: dict[str, dict[str, Any]], title: str = "") -> str
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", f"Cells: mean ± sample std (ddof=1) over {len(first['seeds'])} seed(s)."]
+    for sp in splits:
+        for c in tables[sp].get("contrasts", ()):
+            lines.append(
+                f"{sp}: {c['reference']} vs {c['other']} {c['mean_diff']:+.4f} mean AUC, paired "
+                f"t-test p = {_p(c['paired_p'])} ({c['n']} seeds)."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -129,6 +129,8 @@ def test_config_checks():
         compare.CompareConfig(runs=RUNS, reference=None, splits=("test", "holdout"))
     with pytest.raises(ValueError, match="distinct"):
         compare.CompareConfig(runs=RUNS, reference=None, seeds=(1, 1))
+    with pytest.raises(ValueError, match=r"contrasts name \['Z'\]"):
+        compare.CompareConfig(runs=RUNS, reference=None, contrasts=[("MLP", "Z")])
     assert compare.slug("w/o SL+FG") == "w_o_SL+FG" and compare.slug("n_x=3") == "n_x=3"
 
 
@@ -176,6 +178,19 @@ def test_table_formatting_bold_underline_mean_std():
             for ln in ov.splitlines() if "| " in ln}  # fmt: skip
     assert rows["model"] == ["id mean AUC", "ood mean AUC", "id mean logloss"]
     assert rows["A"] == ["**0.6600 ± 0.0141**", "**0.6600 ± 0.0141**", "0.5100 ± 0.0141"]
+    # contrasts: named pairs tested on mean AUC besides the reference (here B vs C, one NaN-free
+    # pair per seed), in the split's markdown and the overview
+    named = compare.split_table(per_run, [0, 1], reference="C", contrasts=[("B", "C")])
+    (con,) = named["contrasts"]
+    assert con == {
+        "reference": "B",
+        "other": "C",
+        **compare.significance([0.62, 0.64], [0.55, 0.58]),
+    }
+    assert con["mean_diff"] == pytest.approx(0.065)
+    assert "B vs C (difference +0.0650, 2 paired seeds)" in compare.to_markdown(named)
+    assert "ood: B vs C +0.0650 mean AUC" in compare.overview_markdown({"ood": named})
+    assert compare.split_table(per_run, [0, 1], contrasts=[("B", "Z")])["contrasts"] == []
 
 
 def test_significance_matches_scipy_and_formulas():
@@ -224,6 +239,8 @@ def test_table1_config():
     assert list(amo.runs) == ["SAF", "w/o SL", "SAF (amortized)"]
     assert amo.runs["SAF (amortized)"].stable == StableConfig.amortized(inner_steps=5)
     assert amo.runs["SAF"].stable.weighting == "per_batch"
+    assert amo.contrasts == (("SAF", "w/o SL"), ("SAF (amortized)", "w/o SL"))
+    assert full.contrasts == () and abl.contrasts == (("SAF", "w/o SL"),)
     some = load_config("configs/mdmt/table1.py:tiny,ml1m,models=saf,ablations=no_sl+no_fg")
     assert list(some.runs) == ["SAF", "w/o SL", "w/o FG"]
     assert {c.data for c in some.runs.values()} == {"movielens_1m"}
