@@ -5,10 +5,13 @@ The labels depend on a *causal interaction*: each (user, category) cell has a la
 domain-specific functions of it plus an item effect. One low-cardinality field, ``216``, is a
 *proxy* of that interaction: in ``train`` and ``val`` it holds the affinity's decile with
 probability ``proxy_strength`` (else a random decile); in ``test`` it is always random. Learning
-the interaction from the user and category ids is hard (fewer training rows than (user, category)
-cells: the low-rank structure must be found through the embeddings); reading field 216 is easy and
-right in train and val, and worthless in test. So ``val`` measures in-distribution and ``test``
-out-of-distribution accuracy, and the gap between them is how much a model leans on the proxy.
+the interaction from the user and category ids takes the embeddings (7.5 training rows per (user,
+category) cell); reading field 216 is easy and right in train and val, and worthless in test. So
+``val`` measures in-distribution and ``test`` out-of-distribution accuracy, and the gap between
+them is how much a model leans on the proxy. Measured with the defaults (``table1.py:aliccp,tiny``,
+batch 1024, 3 epochs): an MLP reaches 0.81 mean AUC on val and 0.51 on test (3 seeds); trained on
+the same data with field 216 random everywhere (``proxy_strength=0``) it reaches 0.70 / 0.65 (2
+seeds), the accuracy the causal fields alone give.
 
 Layout: ``ali_ccp_{train,val,test}.csv`` with ``click,purchase``, the 23 sparse fields of
 :data:`~jaxrec.data.mdmt.aliccp.RECHUB_SPARSE` and the 8 dense fields of
@@ -54,9 +57,9 @@ class ShiftConfig:
     num_train: int = 60_000
     num_val: int = 20_000
     num_test: int = 20_000
-    num_users: int = 3_000
+    num_users: int = 500
     num_items: int = 4_000
-    num_categories: int = 40
+    num_categories: int = 16
     affinity_rank: int = 4  # a[u, c] = p_u . q_c / sqrt(rank): learnable from the id embeddings
     num_buckets: int = 10  # the proxy's values: deciles of the affinity
     proxy_strength: float = 0.9  # P(field 216 = the affinity's decile) in train and val
