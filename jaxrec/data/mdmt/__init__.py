@@ -10,6 +10,9 @@ calls one:
   ``scripts/preprocess_aliccp.py`` writes from the raw Tianchi files (AITM layout).
 - ``movielens_1m``: MovieLens-1M as M3oE uses it (domains = user age groups).
 
+``shift.write_aliccp_shift`` writes a distribution-shift benchmark in the ``aliccp`` CSV layout
+(a field that proxies the causal interaction in train/val and is random in test).
+
 References: SAF (AAAI 2026); M3oE (SIGIR 2024); Ali-CCP (ESMM, SIGIR 2018); AITM (KDD 2021).
 """
 
