@@ -23,6 +23,17 @@ Gaussian pair independent is ``exp(-x^T (Sigma^-1 - I) x / 2)``, a quadratic for
 scores (32 gelu units, Adam lr 0.02 / 0.1) did not decorrelate a planted pair at 320 columns in
 200 batches; the unbounded quadratic collapsed the weights onto a few rows (ESS -> 0).
 
+Why the low-rank target fails, and what did not fix it. At 320 low-rank columns (16 latent
+factors, ``scripts/stable_diagnostics.py``) thousands of within-block pairs are truly dependent
+and clear the noise floor; their gradient dominates ``A``. With SGD the first step makes
+``||A||_F`` ~1,100 (lr 0.02), every row's score saturates the tanh bound, the weights are uniform
+and the gradient through tanh vanishes (lr 0.02 to 5 all end at 0.80). Tried on the same design
+(300 batches of 384 rows, one seed; latent pair 0.80 before): Adam on ``A`` (lr 1e-3 / 1e-2,
+bound 2) 0.70 / 0.68 at ESS/n 0.43 / 0.42, bound 4 / 8 0.79 / 0.81; Adam without the gradient
+mask 0.72; a per-row sign step (``A -= lr mean_n sign(dL/ds_n) x_n x_n^T``, masked) 0.52 at lr
+0.1 (ESS/n 0.39; 0.57-0.77 at lr 0.03-1, 0.59 after 600 batches), which reached 0.35 / 0.21 at
+320 / 128 independent columns but 0.83 at 128 low-rank columns. None reaches the 0.4 target.
+
 Measured: see the ``weighting="amortized"`` paragraph of :mod:`jaxrec.stable.weights` (cost target
 met, independent-columns target met, low-rank target missed). On the tiny SAF config
 (``configs/mdmt/saf.py:tiny``, 5 seeds, synthetic data) test-OOD mean AUC was 0.413 +- 0.046
