@@ -15,7 +15,7 @@ share of the all-pairs loss under uniform weights, and the wall time of one weig
 Usage::
 
     python scripts/stable_diagnostics.py --small
-    python scripts/stable_diagnostics.py --widths 5 64 128 320 --configs default all_pairs lineage
+    python scripts/stable_diagnostics.py --widths 5 64 128 320 --configs default steps20 lineage
     python scripts/stable_diagnostics.py --widths 320 --set "mine:noise_floor=8,reg=0.1"
 
 References: SAF (Stable and Adaptive Fusion for Multi-domain Multi-task Recommendation,
@@ -65,20 +65,23 @@ def lowrank(n: int, d: int, seed: int):
 DESIGNS = {"independent": independent, "lowrank": lowrank}
 
 
-def named_configs(inner_steps: int) -> dict[str, stable.StableConfig]:
-    """The configurations compared: the default, the previous default (``all_pairs``),
-    StableNet's lineage recipe, and the ablations that led to the default (on ``all_pairs``)."""
-    old = stable.StableConfig.all_pairs(inner_steps=inner_steps)
+def named_configs(inner_steps: int | None = None) -> dict[str, stable.StableConfig]:
+    """The configurations compared: the default, the previous defaults (``steps20``,
+    ``all_pairs``), StableNet's lineage recipe, and the ablations that led to the default (on
+    ``all_pairs``). ``inner_steps`` overrides every per-batch configuration's m."""
+    m = {} if inner_steps is None else {"inner_steps": inner_steps}
+    old = stable.StableConfig.all_pairs(**m)
     return {
-        "default": stable.StableConfig(inner_steps=inner_steps),
+        "default": stable.StableConfig(**m),
+        "steps20": stable.StableConfig.steps20(**m),
         "all_pairs": old,
-        "lineage": stable.StableConfig.lineage(inner_steps=inner_steps),
+        "lineage": stable.StableConfig.lineage(**m),
         "corr": dataclasses.replace(old, normalize=True),
         "floor4": dataclasses.replace(old, noise_floor=4.0),
         "corr_floor4": dataclasses.replace(old, normalize=True, noise_floor=4.0),
         "corr_floor8": dataclasses.replace(old, normalize=True, noise_floor=8.0),
         "corr_floor12": dataclasses.replace(old, normalize=True, noise_floor=12.0),
-        "active1024": stable.StableConfig(inner_steps=inner_steps, max_pairs=1024),
+        "active1024": stable.StableConfig(max_pairs=1024, **m),
         "amortized": stable.StableConfig.amortized(),
     }
 
@@ -148,7 +151,12 @@ def main(argv=None):
     p.add_argument("--widths", type=int, nargs="+", default=[5, 64, 128, 320])
     p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     p.add_argument("--configs", nargs="+", default=None, help="names from named_configs()")
-    p.add_argument("--inner-steps", type=int, default=20)
+    p.add_argument(
+        "--inner-steps",
+        type=int,
+        default=None,
+        help="m of every per-batch config (default: each own)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument(
         "--batches",

@@ -71,7 +71,6 @@ def get_config(arg=None):
         model = dataclasses.replace(
             model, bottom_dims=(32,), expert_dims=(16,), tower_dims=(16,), gate_hidden_dims=(16,)
         )
-        stable = dataclasses.replace(stable, inner_steps=5)
         cfg.update(tiny_training())
     if a.ml1m:
         cfg.update(data="movielens_1m", data_kwargs={})

@@ -9,6 +9,7 @@ from jaxrec import config as cfglib
 from jaxrec.config import load_config, load_module
 from jaxrec.mergerec import pipeline
 from jaxrec.mergerec.pipeline import MergeRecConfig
+from jaxrec.stable import StableConfig
 from jaxrec.train.compare import CompareConfig
 from jaxrec.train.mdmt import ExperimentConfig
 
@@ -41,6 +42,9 @@ CASES = {
     "mdmt/saf.py:tiny": lambda c: _tiny_training(c) and c.model_config.bottom_dims == (32,),
     "mdmt/saf.py:ml1m,seed=3": lambda c: (c.data, c.data_kwargs, c.seed) == ("movielens_1m", {}, 3),
     "mdmt/saf.py:no_sl": lambda c: not c.stable.enabled and c.model_config.domain_gate,
+    "mdmt/saf.py:amortized,nx=2": lambda c: (
+        c.stable == StableConfig.amortized(num_rff=2) and c.model_config.domain_gate
+    ),
     "mdmt/saf.py:no_fg": lambda c: c.stable.enabled and not c.model_config.domain_gate,
     "mdmt/saf.py:no_eg": lambda c: c.model_config.domain_gate and not c.model_config.expert_gate,
     "mdmt/saf.py:no_sl_fg": lambda c: (
