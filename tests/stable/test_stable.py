@@ -1,5 +1,7 @@
 """Tests for jaxrec.stable: RFF, weighted covariance/HSIC against numpy, and the weight learner."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -253,6 +255,22 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         stable.learn_sample_weights(np.ones(4), jax.random.key(0))
     assert hash(stable.StableConfig.lineage()) == hash(stable.StableConfig.lineage())
+
+
+def test_named_configs_keep_their_inner_steps():
+    """The default takes m = 5 steps at lr 0.5; the previous defaults and StableNet's recipe keep
+    their own m and step size whatever the default (they are options, not aliases)."""
+    cfg = stable.StableConfig
+    assert (cfg().inner_steps, cfg().lr, cfg().weighting) == (5, 0.5, "per_batch")
+    assert cfg.per_batch() == cfg()
+    assert cfg.steps20() == dataclasses.replace(cfg(), inner_steps=20, lr=0.2)
+    assert (cfg.all_pairs().inner_steps, cfg.all_pairs().lr) == (20, 0.2)
+    assert (cfg.lineage().inner_steps, cfg.lineage().lr, cfg.lineage().optimizer) == (
+        20,
+        1.0,
+        "sgd",
+    )
+    assert cfg.steps20(inner_steps=7).inner_steps == 7  # overrides still win
 
 
 def test_fast_cos_matches_cos():
