@@ -161,6 +161,7 @@ class StableConfig:
     reg: float = 0.2  # lambda_p: loss = HSIC / reg + regulariser
     reg_kind: Literal["mean_sq", "lineage"] = "mean_sq"  # mean(w^2) of mean-1 w | sum softmax^2
     memory_momentum: float = 0.8  # alpha: memory = alpha memory + (1 - alpha) batch
+    memory: bool = True  # per_batch: False = HSIC on the batch alone (half the cost; no memory)
     memory_warmup: int = 10  # first updates use the running mean
     rff_kind: RFFKind = "paper"  # "paper" (plain cos) | "stablenet" (min-max rescale, cos + sin)
     hsic_form: HSICForm = "stablenet"  # "stablenet" (weighted cov per k) | "paper" (see module doc)
@@ -500,6 +501,9 @@ def reweight(
             "reweight: got a WeightFunction state with weighting='per_batch' "
             "(init_memory(batch, dim) makes the per-batch memory)"
         )
+    if memory is not None and not config.memory:  # the state passes through untouched
+        w_n, _, info = reweight(x_nd, None, key, config, valid_n)
+        return w_n, memory, info
     if memory is None:
         mem_x, mem_logits = jnp.zeros((0, d), jnp.float32), jnp.zeros((0,), jnp.float32)
         mem_valid = jnp.zeros((0,), jnp.float32)

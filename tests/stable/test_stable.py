@@ -149,6 +149,20 @@ def test_learn_sample_weights_is_memoryless_reweight():
     np.testing.assert_allclose(w_fn, w_rw, rtol=1e-5, atol=1e-6)
 
 
+def test_memory_false_learns_on_the_batch_alone_and_keeps_the_memory():
+    x = jnp.asarray(planted(16, d=3, seed=12))
+    mask = jnp.ones(16).at[-2:].set(0)
+    _, mem, _ = REWEIGHT(x * 0.5 + 1, stable.init_memory(16, 3), jax.random.key(1), TINY, mask)
+    no_mem = dataclasses.replace(TINY, memory=False)
+    w, mem_after, _ = REWEIGHT(x, mem, jax.random.key(7), no_mem, mask)
+    w_alone, _, _ = REWEIGHT(x, None, jax.random.key(7), no_mem, mask)
+    np.testing.assert_array_equal(w, w_alone)
+    for a, b in zip(jax.tree.leaves(mem_after), jax.tree.leaves(mem)):
+        np.testing.assert_array_equal(a, b)
+    w_with, _, _ = REWEIGHT(x, mem, jax.random.key(7), TINY, mask)  # the memory does enter
+    assert not np.allclose(w_with, w_alone, atol=1e-3)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [256, 8192])
 def test_decorrelation_does_not_depend_on_batch_size(n):
