@@ -5,8 +5,8 @@ SAF with each named weight-learning variant (``--variants``): ``default`` (``Sta
 5 inner steps at lr 0.5), ``steps20`` (the previous default, m = 20 at lr 0.2), ``all_pairs`` (the
 one before), ``lineage`` (StableNet's recipe), ``active`` (the default with one all-pairs screen
 per batch and inner steps on the top 1024 pairs), ``no_memory`` (the default on the batch alone,
-no feature memory) and ``amortized`` (``StableConfig.amortized()``:
-a weighting function learned across batches, one step per batch on 384 rows). Each line has
+no feature memory) and ``amortized`` (``StableConfig.amortized()``: a weighting function learned
+across batches, one step per batch on 384 rows). Each line has
 compile time, p50/p90 step time over several timed windows, throughput, ``ratio`` = peer time /
 ours (the schema's) and ``overhead_ratio`` = ours / peer (the paper reports ~1.04); ``cpu_p50_s``
 and ``cpu_overhead_ratio`` are the same on process CPU time (all threads), steadier than wall time

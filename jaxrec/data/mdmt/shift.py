@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxrec.checkpoint import atomic_path, atomic_write
 from jaxrec.data.mdmt.aliccp import RECHUB_DENSE, RECHUB_SPARSE
 
 __all__ = ["ShiftConfig", "write_aliccp_shift"]
@@ -173,9 +174,8 @@ def write_aliccp_shift(
     )
     for split, n, strength in plan:
         rows = _split(cfg, world, n, strength, rng)
-        tmp = folder / f"ali_ccp_{split}.csv.tmp"
-        np.savetxt(tmp, rows, fmt=fmt, delimiter=",", header=header, comments="")
-        os.replace(tmp, folder / f"ali_ccp_{split}.csv")  # a crash never leaves half a file
+        with atomic_path(folder / f"ali_ccp_{split}.csv") as tmp:  # never half a file
+            np.savetxt(tmp, rows, fmt=fmt, delimiter=",", header=header, comments="")
         dom = rows[:, 2 + RECHUB_SPARSE.index(DOMAIN_FIELD)].astype(int) - 1
         info["splits"][split] = {
             "rows": n,
@@ -184,5 +184,5 @@ def write_aliccp_shift(
             "click_rate": round(float(rows[:, 0].mean()), 4),
             "purchase_rate": round(float(rows[:, 1].mean()), 4),
         }
-    (folder / "shift_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    atomic_write(folder / "shift_info.json", json.dumps(info, indent=1) + "\n")
     return info
