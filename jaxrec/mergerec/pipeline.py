@@ -706,7 +706,11 @@ class Experiment:
 
     # ------------------------------------------------------------------ reports
     def summary_rows(self) -> list[dict]:
-        """Rows with learned runs averaged over seeds (``seeds``: how many; ``<metric>_std``)."""
+        """Rows with learned runs averaged over seeds.
+
+        ``seeds``: how many; ``<metric>_seeds``: the per-seed values in seed order;
+        ``<metric>_std``: their sample std (ddof=1; 0 for one seed).
+        """
         out, pooled = [], {}
         for r in self.rows:
             if r.get("seed") is None:
@@ -714,6 +718,8 @@ class Experiment:
                 continue
             key = (r["method"], r["granularity"], r["kd_weight"], r["domain"], r["split"])
             pooled.setdefault(key, []).append(r)
+        for rs in pooled.values():
+            rs.sort(key=lambda x: x["seed"])
         for (method, gran, kd, dom, split), rs in pooled.items():
             row = {"method": method, "granularity": gran, "kd_weight": kd, "seed": None}
             row.update(domain=dom, split=split, seeds=len(rs))
@@ -721,7 +727,8 @@ class Experiment:
                 if "@" in k:
                     vals = [x[k] for x in rs]
                     row[k] = float(np.mean(vals))
-                    row[k + "_std"] = float(np.std(vals))
+                    row[k + "_seeds"] = [float(v) for v in vals]
+                    row[k + "_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
             out.append(row)
         return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,46 @@ def pivot(
     return methods, domains, table
 
 
+def seed_std(
+    rows: Sequence[Row], metric: str, split: str = "test", reference: str | None = None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Sample std (ddof=1) over seeds: ``([M, D], [M])`` for the cells and the average column.
+
+    Seeds come from ``<metric>_seeds`` (one value per seed, in seed order); a method without
+    them, or with fewer than two, gets NaN. ``(None, None)`` when no row has two seeds.
+    """
+    key = metric + "_seeds"
+    n = max((len(r.get(key, ())) for r in rows if r.get("split", split) == split), default=0)
+    if n < 2:
+        return None, None
+    per_seed = []
+    for s in range(n):
+        rows_s = [
+            {**r, metric: r[key][s] if s < len(r[key]) else math.nan} if key in r else r
+            for r in rows
+        ]
+        per_seed.append(pivot(rows_s, metric, split, reference)[2])
+    tables = np.stack(per_seed)  # [S, M, D]
+    methods = pivot(rows, metric, split)[0]
+    seeded = np.array(
+        [
+            any(
+                len(r.get(key, ())) >= 2
+                for r in rows
+                if r["method"] == m and r.get("split", split) == split
+            )
+            for m in methods
+        ]
+    )
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        std = np.nanstd(tables, axis=0, ddof=1)
+        std_avg = np.nanstd(np.nanmean(tables, axis=2), axis=0, ddof=1)
+    std[~seeded] = np.nan
+    std_avg[~seeded] = np.nan
+    return std, std_avg
+
+
 def markdown_table(
     rows: Sequence[Row],
     metric: str,
@@ -63,8 +104,13 @@ def markdown_table(
     reference: str | None = None,
     digits: int | None = None,
 ) -> str:
-    """A Markdown table: methods x domains (+ Avg.), best value per column in bold."""
+    """A Markdown table: methods x domains (+ Avg.), best value per column in bold.
+
+    Rows that carry per-seed values in ``<metric>_seeds`` (see ``seed_std``) get ``mean ± std``
+    cells; the average column's std is over the seeds' own averages, not pooled from the domains.
+    """
     methods, domains, table = pivot(rows, metric, split, reference)
+    std, std_avg = seed_std(rows, metric, split, reference)
     avg = (
         np.nanmean(np.where(np.isfinite(table), table, np.nan), axis=1)
         if table.size
@@ -82,6 +128,9 @@ def markdown_table(
         for j in range(full.shape[1]):
             v = full[i, j]
             text = "-" if not math.isfinite(v) else f"{v:.{digits}f}"
+            e = (std_avg[i] if j == len(domains) else std[i, j]) if std is not None else np.nan
+            if math.isfinite(v) and math.isfinite(e):
+                text += f" ± {e:.{digits}f}"
             if math.isfinite(v) and v == best[j]:
                 text = f"**{text}**"
             cells.append(text)

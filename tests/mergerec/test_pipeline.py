@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -74,6 +75,9 @@ def test_pipeline_end_to_end_and_export(tiny_checkpoint, mergerec_cli_reference,
     md = (tmp_path / "results.md").read_text()
     assert "| mergerec (layer) |" in md and "| mergerec (domain) lambda=10 |" in md and "Avg." in md
     assert "| fine-tuned | **100.0** |" in md or "| fine-tuned | 100.0 |" in md
+    # learned runs: mean ± std over the two seeds; training-free rows have one value
+    assert re.search(r"\| mergerec \(layer\) \| (\*\*)?[\d.]+ ± [\d.]+", md), md
+    assert not re.search(r"\| ties \|[^\n]*±", md)
     for png in ("coefficients.png", "entropy_ce.png", "lambda.png"):
         assert (tmp_path / png).stat().st_size > 2000
     z = np.load(tmp_path / "learned" / "mergerec_layer_kd1000_s0.npz")

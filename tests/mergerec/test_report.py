@@ -37,3 +37,25 @@ def test_plots_write_png(tmp_path):
     r = report.plot_sensitivity([1, 10, 100], {"avg": [1, 2, 3]}, tmp_path / "s.png")
     for f in (p, q, r):
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 2000
+
+
+def test_markdown_table_shows_std_over_seeds_including_the_average():
+    # two seeds of a learned run: per-seed values in ``<metric>_seeds``, the mean in ``<metric>``
+    seeds = {"A": [0.10, 0.14], "B": [0.12, 0.10]}
+    rows = ROWS[:2] + [
+        {
+            "method": "mergerec",
+            "domain": d,
+            "split": "test",
+            "recall@10": float(np.mean(v)),
+            "recall@10_seeds": v,
+        }
+        for d, v in seeds.items()
+    ]
+    lines = report.markdown_table(rows, "recall@10", reference="fine-tuned").splitlines()
+    # % of fine-tuned per seed: A 50 / 70, B 120 / 100; averages per seed 85 / 85
+    sa, sb = np.std([50.0, 70.0], ddof=1), np.std([120.0, 100.0], ddof=1)
+    assert lines[3] == f"| mergerec | 60.0 ± {sa:.1f} | **110.0 ± {sb:.1f}** | 85.0 ± 0.0 |"
+    assert lines[2] == "| fine-tuned | **100.0** | 100.0 | **100.0** |"  # no seeds, no ±
+    absolute = report.markdown_table(rows, "recall@10").splitlines()
+    assert absolute[3].startswith(f"| mergerec | 0.1200 ± {np.std([0.1, 0.14], ddof=1):.4f} |")
