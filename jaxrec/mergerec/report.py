@@ -187,10 +187,25 @@ def plot_coefficients(
     return path
 
 
+def moving_average(values, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``: the mean of each ``window`` consecutive values, at its window's centre step."""
+    v = np.asarray(values, np.float64)
+    window = max(1, min(int(window), v.size))
+    y = np.convolve(v, np.ones(window) / window, mode="valid")
+    return np.arange(y.size) + (window - 1) / 2, y
+
+
 def plot_curves(
-    curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, title: str = ""
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | Path,
+    title: str = "",
+    smooth: int | None = None,
 ) -> Path:
-    """Figure 3 style: one panel per quantity (e.g. entropy, cross-entropy), one line per run."""
+    """Figure 3 style: one panel per quantity (e.g. entropy, cross-entropy), one line per run.
+
+    Per-step values are drawn faint with their moving average (``smooth`` steps; default about
+    a 25th of the run) on top: one pseudo-user batch's loss is noisy.
+    """
     plt = _plt()
     quantities = list(dict.fromkeys(q for run in curves.values() for q in run))
     fig, axes = plt.subplots(
@@ -199,7 +214,10 @@ def plot_curves(
     for ax, q in zip(axes[0], quantities):
         for run, values in curves.items():
             if q in values:
-                ax.plot(np.asarray(values[q]), label=run)
+                v = np.asarray(values[q])
+                (line,) = ax.plot(v, alpha=0.25, linewidth=0.8)
+                w = smooth if smooth is not None else max(1, v.size // 25)
+                ax.plot(*moving_average(v, w), color=line.get_color(), label=run)
         ax.set_title(q, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -59,3 +59,11 @@ def test_markdown_table_shows_std_over_seeds_including_the_average():
     assert lines[2] == "| fine-tuned | **100.0** | 100.0 | **100.0** |"  # no seeds, no ±
     absolute = report.markdown_table(rows, "recall@10").splitlines()
     assert absolute[3].startswith(f"| mergerec | 0.1200 ± {np.std([0.1, 0.14], ddof=1):.4f} |")
+
+
+def test_moving_average_is_the_window_mean_at_the_window_centre():
+    x, y = report.moving_average([1.0, 2.0, 3.0, 4.0, 10.0], 2)
+    np.testing.assert_allclose(x, [0.5, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(y, [1.5, 2.5, 3.5, 7.0])
+    x, y = report.moving_average([5.0, 7.0], 9)  # window capped at the length
+    np.testing.assert_allclose((x, y), ([0.5], [6.0]))
