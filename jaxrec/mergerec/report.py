@@ -77,17 +77,10 @@ def seed_std(
         ]
         per_seed.append(pivot(rows_s, metric, split, reference)[2])
     tables = np.stack(per_seed)  # [S, M, D]
-    methods = pivot(rows, metric, split)[0]
-    seeded = np.array(
-        [
-            any(
-                len(r.get(key, ())) >= 2
-                for r in rows
-                if r["method"] == m and r.get("split", split) == split
-            )
-            for m in methods
-        ]
-    )
+    with_seeds = {
+        r["method"] for r in rows if r.get("split", split) == split and len(r.get(key, ())) >= 2
+    }
+    seeded = np.array([m in with_seeds for m in pivot(rows, metric, split)[0]])
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         std = np.nanstd(tables, axis=0, ddof=1)
